@@ -1,0 +1,53 @@
+/**
+ * One headless agent run: `<agent> --print --output-format json [--model M] -- <prompt>` in the workspace,
+ * bounded in time and output, its whole process tree ended when it finishes, times out or is interrupted.
+ */
+import { Effect } from "effect"
+import type { AgentOutcome } from "../pipeline/RunContext.js"
+import { runSubprocess } from "../process/Subprocess.js"
+import { toOutcome } from "./AgentResult.js"
+
+export interface AgentInvocation {
+  readonly command: string
+  readonly prompt: string
+  readonly model: string | null
+  readonly cwd: string
+  readonly env: Readonly<Record<string, string>>
+  readonly timeoutMs: number
+  /** Bytes kept of stdout and of stderr each. */
+  readonly outputLimitBytes: number
+  readonly killGraceMs: number
+}
+
+/** Linux refuses a single argument longer than this (MAX_ARG_STRLEN). */
+export const maxPromptBytes = 128 * 1024
+
+export const agentArgs = (inv: Pick<AgentInvocation, "prompt" | "model">): Array<string> => [
+  "--print",
+  "--output-format",
+  "json",
+  ...(inv.model ? ["--model", inv.model] : []),
+  // After `--`, so that no prompt is ever read as a flag and no list-taking flag swallows it.
+  "--",
+  inv.prompt
+]
+
+export const runAgent = (inv: AgentInvocation) =>
+  Effect.gen(function* () {
+    const started = Date.now()
+    const process = yield* runSubprocess({
+      command: inv.command,
+      args: agentArgs(inv),
+      cwd: inv.cwd,
+      env: inv.env,
+      outputLimitBytes: inv.outputLimitBytes,
+      killGraceMs: inv.killGraceMs
+    }).pipe(Effect.timeoutOption(inv.timeoutMs))
+    return toOutcome({
+      command: inv.command,
+      process: process._tag === "Some" ? process.value : null,
+      timedOut: process._tag === "None",
+      timeoutMs: inv.timeoutMs,
+      durationMs: Date.now() - started
+    }) satisfies AgentOutcome
+  }).pipe(Effect.withSpan("AgentRunner.run"))

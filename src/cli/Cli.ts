@@ -1,0 +1,133 @@
+/**
+ * The `stageline` command line: run, migrate, enqueue, status, validate.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Config, Console, Effect, Layer, Option } from "effect"
+import { BuiltinStages } from "../../stages/index.js"
+import { WorkerConfig } from "../config/WorkerConfig.js"
+import * as Database from "../db/Database.js"
+import { migrate } from "../db/Migrator.js"
+import { describePipeline, formatProblem, load, PipelineInvalid } from "../pipeline/Compiler.js"
+import { StageRegistry } from "../pipeline/StageRegistry.js"
+import { Queue } from "../queue/Queue.js"
+import * as Worker from "../worker/Worker.js"
+
+const version = "0.1.0"
+
+/** The stages a pipeline file may name. */
+export const RegistryLive = BuiltinStages.pipe(Layer.provideMerge(StageRegistry.layer))
+
+const pipelineOption = Options.file("pipeline", { exists: "yes" }).pipe(
+  Options.withAlias("p"),
+  Options.withDescription("The pipeline file (YAML or JSON)."),
+  Options.withFallbackConfig(Config.string("STAGELINE_PIPELINE"))
+)
+
+/** Prints a pipeline's problems and sets exit code 1; other errors pass through. */
+const reportInvalid = <A, E, R>(effect: Effect.Effect<A, E | PipelineInvalid, R>) =>
+  effect.pipe(
+    Effect.catchIf(
+      (e): e is PipelineInvalid => e instanceof PipelineInvalid,
+      (invalid) =>
+        Effect.gen(function* () {
+          yield* Console.error(`${invalid.file}: ${invalid.problems.length} problem(s)`)
+          for (const p of invalid.problems) yield* Console.error(`  ${formatProblem(p)}`)
+          process.exitCode = 1
+        })
+    )
+  )
+
+const run = Command.make(
+  "run",
+  {
+    pipeline: pipelineOption,
+    once: Options.boolean("once").pipe(Options.withDescription("Process what is pending, then exit."))
+  },
+  ({ pipeline, once }) =>
+    reportInvalid(
+      Effect.gen(function* () {
+        const compiled = yield* load(pipeline)
+        yield* migrate()
+        const summary = yield* Worker.run(compiled).pipe(Effect.provide(Worker.stageServices(compiled, { once })))
+        yield* Effect.logInfo(`processed ${summary.processed} request(s), ${summary.failed} of them failed`)
+      })
+    ).pipe(Effect.provide(Layer.mergeAll(RegistryLive, Database.layer, WorkerConfig.layerFromEnv)))
+).pipe(Command.withDescription("Run workers that claim requests and take them through the pipeline."))
+
+const migrateCommand = Command.make("migrate", {}, () =>
+  migrate().pipe(
+    Effect.tap((applied) =>
+      Console.log(
+        applied.length === 0 ? "schema is up to date" : `applied ${applied.map((m) => `${m.id}_${m.name}`).join(", ")}`
+      )
+    ),
+    Effect.provide(Database.layer)
+  )
+).pipe(Command.withDescription("Apply the database migrations (idempotent; also done when a worker starts)."))
+
+const json = (name: string) =>
+  Options.text(name).pipe(
+    Options.mapEffect((text) =>
+      Effect.try({
+        try: () => JSON.parse(text) as unknown,
+        catch: () => `--${name} is not valid JSON`
+      }).pipe(Effect.mapError((message) => ({ _tag: "ValidationError", message }) as never))
+    ),
+    Options.optional
+  )
+
+const enqueue = Command.make(
+  "enqueue",
+  {
+    prompt: Args.text({ name: "prompt" }).pipe(Args.withDescription("What the agent is asked to do.")),
+    repo: Options.text("repo").pipe(Options.withDescription("Repository to clone (repo_url)."), Options.optional),
+    branch: Options.text("branch").pipe(Options.withDefault("main")),
+    config: json("config").pipe(Options.withDescription('Request config, e.g. {"model":"sonnet"}.')),
+    metadata: json("metadata").pipe(Options.withDescription("Metadata, passed to the agent as env vars.")),
+    key: Options.text("idempotency-key").pipe(Options.optional)
+  },
+  (args) =>
+    Effect.gen(function* () {
+      yield* migrate()
+      const queue = yield* Queue
+      const id = yield* queue.enqueue({
+        prompt: args.prompt,
+        repoUrl: Option.getOrNull(args.repo),
+        branch: args.branch,
+        config: Option.getOrNull(args.config),
+        metadata: Option.getOrNull(args.metadata),
+        idempotencyKey: Option.getOrUndefined(args.key)
+      })
+      yield* Console.log(id)
+    }).pipe(Effect.provide(Queue.layer.pipe(Layer.provideMerge(Database.layer))))
+).pipe(Command.withDescription("Insert a request into orchestration_requests and print its id."))
+
+const status = Command.make("status", {}, () =>
+  Effect.gen(function* () {
+    yield* migrate()
+    const counts = yield* Effect.flatMap(Queue, (q) => q.status)
+    const rows = counts.byStatus.length === 0 ? [{ status: "(no requests)", count: 0 }] : counts.byStatus
+    const width = Math.max(...rows.map((r) => r.status.length), 6)
+    yield* Console.log(`${"status".padEnd(width)}  count`)
+    for (const r of rows) yield* Console.log(`${r.status.padEnd(width)}  ${r.count}`)
+    if (counts.oldestPendingSeconds !== null) {
+      yield* Console.log(`oldest pending: ${Math.round(counts.oldestPendingSeconds)} s`)
+    }
+  }).pipe(Effect.provide(Queue.layer.pipe(Layer.provideMerge(Database.layer))))
+).pipe(Command.withDescription("Counts of requests by status, as the seed's queue-status queries."))
+
+const validate = Command.make("validate", { file: Args.file({ name: "file", exists: "yes" }) }, ({ file }) =>
+  reportInvalid(
+    Effect.gen(function* () {
+      const compiled = yield* load(file)
+      yield* Console.log(JSON.stringify(describePipeline(compiled), null, 2))
+    })
+  ).pipe(Effect.provide(RegistryLive))
+).pipe(Command.withDescription("Check a pipeline file; print its problems (exit 1) or the resolved pipeline."))
+
+const stageline = Command.make("stageline").pipe(
+  Command.withDescription("A declarative pipeline runner for coding agents on PostgreSQL."),
+  Command.withSubcommands([run, migrateCommand, enqueue, status, validate])
+)
+
+export const cli = Command.run(stageline, { name: "stageline", version })

@@ -1,0 +1,48 @@
+/**
+ * The database connection: `DATABASE_URL` when it is set, otherwise the embedded PostgreSQL server, so that
+ * a machine without a server still runs everything.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import * as Embedded from "./EmbeddedPostgres.js"
+
+/** Where the database is; the queue's listener opens its own connection from it. */
+export class DatabaseUrl extends Context.Tag("stageline/DatabaseUrl")<DatabaseUrl, Redacted.Redacted<string>>() {}
+
+export const databaseConfig = Config.all({
+  url: Config.option(Config.redacted("DATABASE_URL")),
+  embeddedPort: Config.port("STAGELINE_EMBEDDED_PG_PORT").pipe(Config.withDefault(54329)),
+  embeddedDir: Config.string("STAGELINE_DATA_DIR").pipe(Config.withDefault(Embedded.defaultBaseDir())),
+  // Queries are short (a claim, a record), so a small pool serves many worker fibers.
+  poolSize: Config.integer("STAGELINE_DB_POOL_SIZE").pipe(Config.withDefault(10))
+})
+
+/** Resolves the URL, starting the embedded server for the life of the layer when there is none. */
+export const urlLayer = Layer.scoped(
+  DatabaseUrl,
+  Effect.gen(function* () {
+    const config = yield* databaseConfig
+    if (Option.isSome(config.url) && Redacted.value(config.url.value) !== "") return config.url.value
+    const server = yield* Embedded.start({
+      baseDir: config.embeddedDir,
+      port: config.embeddedPort,
+      database: "stageline"
+    })
+    yield* Effect.logInfo(
+      `DATABASE_URL is not set: using the embedded PostgreSQL in ${server.dataDir} on 127.0.0.1:${server.port}`
+    )
+    return server.url
+  })
+)
+
+/** A client for the given URL: no name transforms, so JSON keys and columns arrive exactly as stored. */
+export const clientLayer = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const url = yield* DatabaseUrl
+    const { poolSize } = yield* databaseConfig
+    return PgClient.layer({ url, applicationName: "stageline", transformJson: false, maxConnections: poolSize })
+  })
+)
+
+/** The SQL client and the URL, from the environment. */
+export const layer = clientLayer.pipe(Layer.provideMerge(urlLayer))

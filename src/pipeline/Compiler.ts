@@ -1,0 +1,237 @@
+/**
+ * Loads a pipeline file and turns it into a `CompiledPipeline`: every stage found in the registry, its
+ * options decoded, its requirements met by an earlier stage. Whatever is wrong is reported at once, each
+ * problem with the file, line, stage and field it concerns, before any request is claimed.
+ */
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { Data, Effect, Either, ParseResult, Schema } from "effect"
+import { LineCounter, type Node, parseDocument } from "yaml"
+import { type AgentSection, PipelineFile, type Retry, type StageEntry } from "./PipelineFile.js"
+import type { ContextKey } from "./RunContext.js"
+import type { AnyStage } from "./Stage.js"
+import { StageRegistry } from "./StageRegistry.js"
+
+export interface PipelineProblem {
+  readonly file: string
+  readonly line: number | null
+  readonly stage: string | null
+  readonly field: string | null
+  readonly message: string
+}
+
+export const formatProblem = (p: PipelineProblem): string =>
+  `${p.file}${p.line === null ? "" : `:${p.line}`}: ${p.stage === null ? "" : `stage "${p.stage}": `}${
+    p.field === null ? "" : `${p.field}: `
+  }${p.message}`
+
+export class PipelineInvalid extends Data.TaggedError("PipelineInvalid")<{
+  readonly file: string
+  readonly problems: ReadonlyArray<PipelineProblem>
+}> {
+  override get message() {
+    return `pipeline ${this.file} is invalid:\n${this.problems.map((p) => `  ${formatProblem(p)}`).join("\n")}`
+  }
+}
+
+export interface CompiledStage {
+  /** Unique in the pipeline: the entry's `id`, or the stage's name. */
+  readonly id: string
+  readonly stage: AnyStage
+  readonly options: unknown
+  readonly timeoutMs: number | null
+  readonly retry: Retry | null
+  readonly runsAfterFailure: boolean
+}
+
+export interface CompiledPipeline {
+  readonly name: string
+  readonly file: string
+  readonly dir: string
+  readonly agent: AgentSection
+  readonly stages: ReadonlyArray<CompiledStage>
+}
+
+/** The keys every run has before its first stage. */
+const engineProvided: ReadonlyArray<ContextKey> = ["run"]
+
+const decodeFile = Schema.decodeUnknownEither(PipelineFile, { onExcessProperty: "error", errors: "all" })
+
+const pathToField = (p: ReadonlyArray<PropertyKey>) =>
+  p.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? String(k) : `.${String(k)}`)).join("")
+
+export const compile = (file: string, text: string) =>
+  Effect.gen(function* () {
+    const registry = yield* StageRegistry
+    const lineCounter = new LineCounter()
+    const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+    const problems: Array<PipelineProblem> = []
+    const lineOf = (at: ReadonlyArray<PropertyKey>): number | null => {
+      // The deepest node that exists on the path: a missing field is reported where its parent is.
+      for (let n = at.length; n >= 0; n--) {
+        const node = doc.getIn(at.slice(0, n) as Array<unknown>, true) as Node | undefined
+        if (node && typeof node === "object" && "range" in node && node.range) {
+          return lineCounter.linePos(node.range[0]).line
+        }
+      }
+      return null
+    }
+    const fail = () => Effect.fail(new PipelineInvalid({ file, problems }))
+
+    for (const error of doc.errors) {
+      problems.push({
+        file,
+        line: error.linePos?.[0]?.line ?? null,
+        stage: null,
+        field: null,
+        message: error.message.split("\n")[0] ?? error.message
+      })
+    }
+    if (problems.length > 0) return yield* fail()
+
+    const raw = doc.toJS()
+    const stageNameAt = (index: number): string | null => {
+      const entry = (raw as { stages?: Array<unknown> })?.stages?.[index]
+      if (typeof entry === "string") return entry
+      if (entry && typeof entry === "object") {
+        const e = entry as { id?: unknown; use?: unknown }
+        if (typeof e.id === "string") return e.id
+        if (typeof e.use === "string") return e.use
+      }
+      return null
+    }
+
+    const decoded = decodeFile(raw)
+    if (Either.isLeft(decoded)) {
+      for (const issue of ParseResult.ArrayFormatter.formatErrorSync(decoded.left)) {
+        const inStage = issue.path[0] === "stages" && typeof issue.path[1] === "number"
+        // Union errors repeat once per member; the string member's complaint is noise for an object entry.
+        if (inStage && issue.path.length === 2 && issue.message.startsWith("Expected string")) continue
+        problems.push({
+          file,
+          line: lineOf(issue.path),
+          stage: inStage ? stageNameAt(issue.path[1] as number) : null,
+          field: inStage ? pathToField(issue.path.slice(2)) || null : pathToField(issue.path) || null,
+          message: issue.message
+        })
+      }
+      return yield* fail()
+    }
+    const pipeline = decoded.right
+
+    const compiled: Array<CompiledStage> = []
+    const provided = new Map<string, string>(engineProvided.map((k) => [k, "the engine"]))
+    const seen = new Set<string>()
+    for (const [index, rawEntry] of pipeline.stages.entries()) {
+      const entry: StageEntry = typeof rawEntry === "string" ? { use: rawEntry } : rawEntry
+      const id = entry.id ?? entry.use
+      const at = (field: string | null, sub: ReadonlyArray<PropertyKey> = []) => ({
+        file,
+        line: lineOf(["stages", index, ...sub]),
+        stage: id,
+        field
+      })
+      if (seen.has(id)) {
+        problems.push({ ...at(entry.id ? "id" : "use", [entry.id ? "id" : "use"]), message: duplicateMessage(id) })
+        continue
+      }
+      seen.add(id)
+      const stage = registry.get(entry.use)
+      if (!stage) {
+        problems.push({
+          ...at("use", typeof rawEntry === "string" ? [] : ["use"]),
+          message: `unknown stage "${entry.use}"; known stages: ${registry.names().join(", ")}`
+        })
+        continue
+      }
+      const options = Schema.decodeUnknownEither(stage.options, { onExcessProperty: "error", errors: "all" })(
+        entry.with ?? {}
+      )
+      if (Either.isLeft(options)) {
+        for (const issue of ParseResult.ArrayFormatter.formatErrorSync(options.left)) {
+          const field = pathToField(["with", ...issue.path])
+          problems.push({ ...at(field, ["with", ...issue.path]), message: issue.message })
+        }
+        continue
+      }
+      for (const key of stage.requires) {
+        if (!provided.has(key)) {
+          const later = pipeline.stages
+            .slice(index + 1)
+            .map((e) => (typeof e === "string" ? e : e.use))
+            .find((name) => registry.get(name)?.provides.includes(key as ContextKey))
+          problems.push({
+            ...at("requires"),
+            message: `needs "${key}", which no earlier stage provides${
+              later ? ` ("${later}" provides it, but runs later: move it before "${id}")` : ""
+            }`
+          })
+        }
+      }
+      if (index === 0 && !stage.provides.includes("request")) {
+        problems.push({
+          ...at(null),
+          message: `the first stage must claim a request (provide "request"), as "claim" does`
+        })
+      }
+      for (const key of stage.provides) if (!provided.has(key)) provided.set(key, id)
+      compiled.push({
+        id,
+        stage,
+        options: options.right,
+        timeoutMs: entry.timeout ?? null,
+        retry: entry.retry ?? null,
+        runsAfterFailure: entry.after_failure ?? stage.runsAfterFailure
+      })
+    }
+    if (problems.length > 0) return yield* fail()
+    return {
+      name: pipeline.name,
+      file,
+      dir: path.dirname(file),
+      agent: pipeline.agent,
+      stages: compiled
+    } satisfies CompiledPipeline
+  })
+
+const duplicateMessage = (id: string) => `the name "${id}" is used twice; give one of them an \`id\` of its own`
+
+/** Reads and compiles a pipeline file. */
+export const load = (file: string) =>
+  Effect.gen(function* () {
+    const absolute = path.resolve(file)
+    const text = yield* Effect.tryPromise({
+      try: () => fs.readFile(absolute, "utf8"),
+      catch: (cause) =>
+        new PipelineInvalid({
+          file: absolute,
+          problems: [
+            {
+              file: absolute,
+              line: null,
+              stage: null,
+              field: null,
+              message: `cannot read the pipeline file: ${(cause as Error).message}`
+            }
+          ]
+        })
+    })
+    return yield* compile(absolute, text)
+  })
+
+/** A plain view of the compiled pipeline, for `stageline validate`. */
+export const describePipeline = (pipeline: CompiledPipeline) => ({
+  name: pipeline.name,
+  file: pipeline.file,
+  agent: pipeline.agent,
+  stages: pipeline.stages.map((s) => ({
+    id: s.id,
+    use: s.stage.name,
+    requires: s.stage.requires,
+    provides: s.stage.provides,
+    options: s.options,
+    timeout_ms: s.timeoutMs,
+    retry: s.retry,
+    after_failure: s.runsAfterFailure
+  }))
+})

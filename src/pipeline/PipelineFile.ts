@@ -1,0 +1,87 @@
+/**
+ * The pipeline file's schema (YAML, or JSON, which is YAML too). Unknown keys are errors everywhere: a
+ * misspelt field must never be silently ignored.
+ */
+import { Duration, ParseResult, Schema } from "effect"
+
+/** `500ms`, `30s`, `5m`, `1h`, `1h30m`, or a number of milliseconds. */
+export const DurationMs = Schema.transformOrFail(Schema.Union(Schema.Number, Schema.String), Schema.Number, {
+  strict: true,
+  decode: (input, _, ast) => {
+    if (typeof input === "number") {
+      return Number.isFinite(input) && input > 0
+        ? ParseResult.succeed(input)
+        : ParseResult.fail(new ParseResult.Type(ast, input, "a duration must be a positive number of milliseconds"))
+    }
+    const parts = [...input.trim().matchAll(/(\d+(?:\.\d+)?)\s*(ms|s|m|h)/g)]
+    const consumed = parts.map((p) => p[0]).join("")
+    if (parts.length === 0 || consumed.replace(/\s/g, "") !== input.trim().replace(/\s/g, "")) {
+      return ParseResult.fail(
+        new ParseResult.Type(ast, input, `"${input}" is not a duration (write it like 500ms, 30s, 5m, 1h or 1h30m)`)
+      )
+    }
+    const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const
+    const ms = parts.reduce((sum, p) => sum + Number(p[1]) * unit[p[2] as keyof typeof unit], 0)
+    return ms > 0
+      ? ParseResult.succeed(ms)
+      : ParseResult.fail(new ParseResult.Type(ast, input, "a duration must be positive"))
+  },
+  encode: (ms) => ParseResult.succeed(Duration.format(Duration.millis(ms)))
+}).annotations({ identifier: "Duration", description: "500ms, 30s, 5m, 1h, 1h30m, or milliseconds" })
+
+export const Backoff = Schema.Struct({
+  type: Schema.optionalWith(Schema.Literal("fixed", "exponential"), { default: () => "exponential" as const }),
+  base: Schema.optionalWith(DurationMs, { default: () => 1_000 }),
+  cap: Schema.optionalWith(DurationMs, { default: () => 60_000 })
+}).annotations({ description: "Wait between attempts: fixed `base`, or `base` doubled each time up to `cap`." })
+
+export const Retry = Schema.Struct({
+  times: Schema.Int.pipe(Schema.between(0, 100)).annotations({ description: "Retries after the first attempt." }),
+  backoff: Schema.optionalWith(Backoff, {
+    default: () => ({ type: "exponential" as const, base: 1_000, cap: 60_000 })
+  }),
+  retry_on: Schema.optional(Schema.Array(Schema.String)).annotations({
+    description: "Error tags that are retried; all are when omitted (timeouts included)."
+  })
+})
+export type Retry = typeof Retry.Type
+
+export const StageEntry = Schema.Struct({
+  use: Schema.String.annotations({ description: "The stage's registered name." }),
+  id: Schema.optional(Schema.String).annotations({
+    description: "A name for this use of the stage, unique in the pipeline (defaults to `use`)."
+  }),
+  with: Schema.optional(Schema.Unknown).annotations({ description: "The stage's options." }),
+  timeout: Schema.optional(DurationMs).annotations({ description: "Limit on each attempt of the stage." }),
+  retry: Schema.optional(Retry),
+  after_failure: Schema.optional(Schema.Boolean).annotations({
+    description: "Run even when an earlier stage failed (record does by default)."
+  })
+})
+export type StageEntry = typeof StageEntry.Type
+
+export const AgentSection = Schema.Struct({
+  command: Schema.optional(Schema.String).annotations({
+    description: "The agent executable: a name on PATH or a path (default: mclaude)."
+  }),
+  variant: Schema.optionalWith(Schema.String, { default: () => "mclaude" }).annotations({
+    description: "The cc-mirror variant whose config dir holds the skills (default: mclaude)."
+  }),
+  config_dir: Schema.optional(Schema.String).annotations({
+    description: "The agent's config dir (default: ~/.cc-mirror/<variant>/config)."
+  }),
+  model: Schema.optional(Schema.String).annotations({
+    description: "Model when the request names none (default: the agent's own)."
+  })
+})
+export type AgentSection = typeof AgentSection.Type
+
+export const PipelineFile = Schema.Struct({
+  $schema: Schema.optional(Schema.String),
+  name: Schema.String.pipe(
+    Schema.pattern(/^[a-z0-9][a-z0-9-]*$/, { message: () => "use lower-case letters, digits and -" })
+  ),
+  agent: Schema.optionalWith(AgentSection, { default: () => ({ variant: "mclaude" }) }),
+  stages: Schema.Array(Schema.Union(Schema.String, StageEntry)).pipe(Schema.minItems(1))
+}).annotations({ identifier: "Pipeline", title: "stageline pipeline" })
+export type PipelineFile = typeof PipelineFile.Type

@@ -1,0 +1,195 @@
+/**
+ * Runs a compiled pipeline once: the first stage claims a request, the rest run in order over the growing
+ * run context. A failing stage does not stop the run; it is noted in `failure`, later stages are skipped
+ * unless they run after failures (record does), so the outcome is always recorded.
+ *
+ * All stages of one run share one Scope, closed when the run ends however it ends: what a stage opens for
+ * the request (its workspace) lives until then; what it opens for itself it scopes itself.
+ */
+import { Data, Duration, Effect, Either, Schedule } from "effect"
+import { WorkerStopping } from "../worker/Lifecycle.js"
+import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
+import type { RunInfo, StageFailure } from "./RunContext.js"
+
+/** A stage ran longer than its `timeout`. */
+export class StageTimeout extends Data.TaggedError("StageTimeout")<{
+  readonly stage: string
+  readonly message: string
+}> {}
+
+/** A stage threw, died, or returned something other than what it promised. */
+export class StageCrashed extends Data.TaggedError("StageCrashed")<{
+  readonly stage: string
+  readonly message: string
+}> {}
+
+export type RunOutcome =
+  | { readonly _tag: "Processed"; readonly requestId: string; readonly failure: StageFailure | null }
+  | { readonly _tag: "Stopped"; readonly reason: string }
+  | { readonly _tag: "ClaimFailed"; readonly message: string }
+
+/** Tags never retried whatever `retry_on` says: retrying a bad request cannot make it good. */
+const neverRetried = new Set(["InvalidRequest", "WorkerStopping"])
+
+const messageOf = (error: unknown): string => {
+  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
+    return error.message
+  }
+  return String(error)
+}
+
+const tagOf = (error: unknown): string =>
+  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+    ? error._tag
+    : "UnknownError"
+
+const schedule = (retry: NonNullable<CompiledStage["retry"]>) => {
+  const { type, base, cap } = retry.backoff
+  const delays: Schedule.Schedule<unknown> =
+    type === "fixed"
+      ? Schedule.spaced(Duration.millis(base))
+      : Schedule.exponential(Duration.millis(base)).pipe(
+          Schedule.modifyDelay((_, d) => Duration.min(d, Duration.millis(cap)))
+        )
+  return Schedule.intersect(delays, Schedule.recurs(retry.times))
+}
+
+const attemptStage = (compiled: CompiledStage, ctx: Record<string, unknown>, counter: { attempts: number }) => {
+  const { stage, id } = compiled
+  const once = Effect.suspend(() => {
+    counter.attempts++
+    return stage.run(compiled.options)(ctx as never)
+  }).pipe(
+    Effect.catchAllDefect((defect) =>
+      Effect.fail(new StageCrashed({ stage: id, message: `stage "${id}" crashed: ${messageOf(defect)}` }))
+    ),
+    Effect.flatMap((output) => {
+      const missing =
+        typeof output === "object" && output !== null
+          ? stage.provides.filter((k) => (output as Record<string, unknown>)[k] === undefined)
+          : stage.provides
+      return missing.length === 0
+        ? Effect.succeed(output as Record<string, unknown>)
+        : Effect.fail(
+            new StageCrashed({
+              stage: id,
+              message: `stage "${id}" promised ${missing.map((k) => `"${k}"`).join(", ")} but did not return ${
+                missing.length === 1 ? "it" : "them"
+              }`
+            })
+          )
+    })
+  )
+  const limited =
+    compiled.timeoutMs === null
+      ? once
+      : Effect.timeoutFail(once, {
+          duration: Duration.millis(compiled.timeoutMs),
+          onTimeout: () =>
+            new StageTimeout({ stage: id, message: `stage "${id}" did not finish within ${compiled.timeoutMs} ms` })
+        })
+  const retry = compiled.retry
+  if (retry === null || retry.times === 0) return limited
+  return Effect.retry(limited, {
+    schedule: schedule(retry),
+    while: (error) => {
+      const tag = tagOf(error)
+      return !neverRetried.has(tag) && (retry.retry_on === undefined || retry.retry_on.includes(tag))
+    }
+  })
+}
+
+const fail = (error: unknown): RunOutcome =>
+  error instanceof WorkerStopping
+    ? { _tag: "Stopped", reason: error.message }
+    : { _tag: "ClaimFailed", message: messageOf(error) }
+
+/** Runs one stage of a claimed request, recording in `ctx` what it provides or how it failed. */
+const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo) =>
+  Effect.gen(function* () {
+    const failure = ctx.failure as StageFailure | undefined
+    const skip = (reason: string) =>
+      run.stages.push({ stage: compiled.id, outcome: "skipped", durationMs: 0, attempts: 0, reason })
+    if (failure && !compiled.runsAfterFailure) return skip("an earlier stage failed")
+    const missing = compiled.stage.requires.filter((k) => ctx[k] === undefined)
+    if (missing.length > 0) {
+      const reason = `needs ${missing.map((k) => `"${k}"`).join(", ")}, which no earlier stage produced`
+      skip(reason)
+      if (!failure) ctx.failure = { stage: compiled.id, tag: "StageSkipped", message: reason, status: "error" }
+      return
+    }
+    const counter = { attempts: 0 }
+    const started = Date.now()
+    const result = yield* attemptStage(compiled, ctx, counter).pipe(
+      Effect.either,
+      Effect.annotateLogs({ stage: compiled.id }),
+      Effect.withSpan(`stage ${compiled.id}`)
+    )
+    const durationMs = Date.now() - started
+    if (Either.isRight(result)) {
+      Object.assign(ctx, result.right)
+      run.stages.push({ stage: compiled.id, outcome: "ok", durationMs, attempts: counter.attempts })
+      return
+    }
+    const tag = tagOf(result.left)
+    const stageFailure: StageFailure = {
+      stage: compiled.id,
+      tag,
+      message: messageOf(result.left),
+      status: tag === "StageTimeout" ? "timeout" : "error"
+    }
+    run.stages.push({
+      stage: compiled.id,
+      outcome: "failed",
+      durationMs,
+      attempts: counter.attempts,
+      reason: stageFailure.message
+    })
+    yield* Effect.logWarning(
+      `stage ${compiled.id} failed (${tag}) after ${counter.attempts} attempt(s) in ${durationMs} ms: ${stageFailure.message}`
+    ).pipe(Effect.annotateLogs({ stage: compiled.id }))
+    // The first failure is the one the result reports; a later one (record itself) is logged only.
+    if (!failure) ctx.failure = stageFailure
+  })
+
+/**
+ * Claims one request and takes it through the pipeline. `Stopped` means the claim stage declined (the
+ * worker is draining, or `--once` found the queue empty); `ClaimFailed` that claiming itself failed.
+ */
+export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const run: RunInfo = { workerId, pipeline: pipeline.name, startedAt: Date.now(), stages: [] }
+      const ctx: Record<string, unknown> = { run }
+      const [claim, ...rest] = pipeline.stages
+      if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome
+
+      const counter = { attempts: 0 }
+      const claimed = yield* Effect.either(attemptStage(claim, ctx, counter))
+      if (Either.isLeft(claimed)) return fail(claimed.left)
+      Object.assign(ctx, claimed.right)
+      run.stages.push({
+        stage: claim.id,
+        outcome: "ok",
+        durationMs: Date.now() - run.startedAt,
+        attempts: counter.attempts
+      })
+      const request = ctx.request as { id: string; attempts: number }
+
+      const failure = yield* Effect.gen(function* () {
+        yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`)
+        yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run), { discard: true })
+        const failure = (ctx.failure as StageFailure | undefined) ?? null
+        yield* Effect.logInfo(
+          `request ${request.id} ${failure ? `failed in stage ${failure.stage}` : "ran every stage"} in ${
+            Date.now() - run.startedAt
+          } ms`
+        )
+        return failure
+      }).pipe(Effect.annotateLogs({ request_id: request.id, attempt: request.attempts }))
+      return { _tag: "Processed", requestId: request.id, failure } satisfies RunOutcome
+    }).pipe(
+      Effect.annotateLogs({ worker_id: workerId }),
+      Effect.withSpan("Runner.runOnce", { attributes: { pipeline: pipeline.name } })
+    )
+  )

@@ -1,0 +1,97 @@
+/**
+ * Finding and ending every process a child started, including those that left its process group.
+ *
+ * A child gets its own process group, so one signal to the group reaches it and its ordinary descendants.
+ * A descendant that calls `setsid` leaves the group; it still inherits the environment, so each child is
+ * started with a unique marker variable and, on Linux, `/proc/<pid>/environ` finds whatever carries it
+ * (the way build servers find what a job left behind).
+ */
+import * as fs from "node:fs"
+import { Effect } from "effect"
+
+export const markerVariable = "STAGELINE_RUN_TOKEN"
+
+const procAvailable = process.platform === "linux" && fs.existsSync("/proc/self/environ")
+
+/** The processes whose environment carries `markerVariable=token`. Empty where /proc is not available. */
+export const findMarked = (token: string): Array<number> => {
+  if (!procAvailable) return []
+  const needle = Buffer.from(`${markerVariable}=${token}\0`)
+  const found: Array<number> = []
+  let entries: Array<string>
+  try {
+    entries = fs.readdirSync("/proc")
+  } catch {
+    return []
+  }
+  for (const entry of entries) {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || pid === process.pid) continue
+    try {
+      const environ = fs.readFileSync(`/proc/${pid}/environ`)
+      if (environ.includes(needle) && !isZombie(pid)) found.push(pid)
+    } catch {
+      // gone already, or not ours to read
+    }
+  }
+  return found
+}
+
+const isZombie = (pid: number): boolean => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z"
+  } catch {
+    return true
+  }
+}
+
+const groupAlive = (pgid: number): boolean => {
+  try {
+    process.kill(-pgid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+const signalAll = (pgid: number, token: string, signal: NodeJS.Signals) => {
+  try {
+    process.kill(-pgid, signal)
+  } catch {
+    // the group is empty
+  }
+  for (const pid of findMarked(token)) {
+    try {
+      process.kill(pid, signal)
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
+const anyAlive = (pgid: number, token: string) => groupAlive(pgid) || findMarked(token).length > 0
+
+/**
+ * Ends the process group `pgid` and every process marked with `token`: SIGTERM, then up to `graceMs` for
+ * them to go, then SIGKILL. Returns how many were still alive after SIGTERM's grace (0 when all went
+ * politely).
+ */
+export const terminateTree = (pgid: number, token: string, graceMs: number) =>
+  Effect.gen(function* () {
+    if (!anyAlive(pgid, token)) return 0
+    signalAll(pgid, token, "SIGTERM")
+    const deadline = Date.now() + graceMs
+    while (Date.now() < deadline && anyAlive(pgid, token)) {
+      yield* Effect.sleep("25 millis")
+    }
+    if (!anyAlive(pgid, token)) return 0
+    const stubborn = findMarked(token).length + (groupAlive(pgid) ? 1 : 0)
+    signalAll(pgid, token, "SIGKILL")
+    // SIGKILL cannot be refused; wait the short moment it takes the kernel to reap them.
+    const killDeadline = Date.now() + 2_000
+    while (Date.now() < killDeadline && anyAlive(pgid, token)) {
+      yield* Effect.sleep("10 millis")
+    }
+    return stubborn
+  }).pipe(Effect.uninterruptible)

@@ -1,0 +1,146 @@
+/**
+ * Runs a child process to completion with bounded output, and guarantees that neither it nor anything it
+ * started outlives the scope that ran it.
+ *
+ * `@effect/platform`'s `Command` gives the child its own process group and sends SIGTERM on interruption,
+ * but never follows up with SIGKILL and never looks for descendants that left the group. The finalizer
+ * added here runs before Command's own: TERM, a grace period, then KILL, to the group and to every
+ * process carrying this run's marker (see ProcessTree). Where `setpriv` exists the child is also started
+ * with a parent-death signal, so a worker that is SIGKILLed takes its agents with it.
+ */
+import * as fs from "node:fs"
+import { Command, type CommandExecutor } from "@effect/platform"
+import { Data, Effect, Option, Stream } from "effect"
+import { markerVariable, terminateTree } from "./ProcessTree.js"
+
+export class SubprocessError extends Data.TaggedError("SubprocessError")<{
+  readonly reason: "spawn-failed" | "io-failed"
+  readonly command: string
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+export interface SubprocessSpec {
+  readonly command: string
+  readonly args: ReadonlyArray<string>
+  readonly cwd: string
+  /** The whole environment of the child: nothing is inherited implicitly. */
+  readonly env: Readonly<Record<string, string>>
+  /** Bytes kept of each stream; the rest is counted and dropped. */
+  readonly outputLimitBytes: number
+  /** How long the child and its descendants get between SIGTERM and SIGKILL. */
+  readonly killGraceMs: number
+}
+
+export interface CapturedOutput {
+  readonly text: string
+  readonly bytes: number
+  readonly truncated: boolean
+}
+
+export interface SubprocessResult {
+  readonly pid: number
+  readonly exitCode: number | null
+  readonly signal: string | null
+  readonly stdout: CapturedOutput
+  readonly stderr: CapturedOutput
+}
+
+const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => process.platform === "linux" && fs.existsSync(p))
+
+const capture = (stream: Stream.Stream<Uint8Array, unknown>, limit: number) =>
+  Stream.runFold(stream, { chunks: [] as Array<Uint8Array>, kept: 0, bytes: 0 }, (acc, chunk) => {
+    acc.bytes += chunk.length
+    if (acc.kept < limit) {
+      const part = chunk.length <= limit - acc.kept ? chunk : chunk.subarray(0, limit - acc.kept)
+      acc.chunks.push(part)
+      acc.kept += part.length
+    }
+    return acc
+  }).pipe(
+    Effect.map(
+      (acc): CapturedOutput => ({
+        text: Buffer.concat(acc.chunks).toString("utf8"),
+        bytes: acc.bytes,
+        truncated: acc.bytes > acc.kept
+      })
+    )
+  )
+
+const signalOf = (cause: unknown): string | null => {
+  const match = /signal: (\w+)/.exec(String((cause as { message?: string })?.message ?? cause))
+  return match?.[1] ?? null
+}
+
+/**
+ * Runs the child and waits for it. Interrupting the returned effect (a timeout, a cancel, a shutdown) ends
+ * the whole process tree before the interruption completes.
+ */
+export const runSubprocess = (spec: SubprocessSpec) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const token = crypto.randomUUID()
+      const argv = setpriv
+        ? [setpriv, "--pdeathsig", "SIGKILL", "--", spec.command, ...spec.args]
+        : [spec.command, ...spec.args]
+      const command = Command.make(argv[0]!, ...argv.slice(1)).pipe(
+        Command.workingDirectory(spec.cwd),
+        Command.env({ ...spec.env, [markerVariable]: token }, { extendEnv: false })
+      )
+      const child = yield* Command.start(command).pipe(
+        Effect.mapError(
+          (cause) =>
+            new SubprocessError({
+              reason: "spawn-failed",
+              command: spec.command,
+              message: `cannot start ${spec.command}: ${cause.message}`,
+              cause
+            })
+        )
+      )
+      yield* Effect.addFinalizer(() => terminateTree(child.pid, token, spec.killGraceMs))
+      const [stdout, stderr, exit] = yield* Effect.all(
+        [
+          capture(child.stdout, spec.outputLimitBytes),
+          capture(child.stderr, spec.outputLimitBytes),
+          child.exitCode.pipe(
+            Effect.map((code) => ({ exitCode: code as number | null, signal: null as string | null })),
+            Effect.catchAll((cause) => Effect.succeed({ exitCode: null, signal: signalOf(cause) }))
+          )
+        ],
+        { concurrency: "unbounded" }
+      ).pipe(
+        Effect.mapError(
+          (cause) =>
+            new SubprocessError({
+              reason: "io-failed",
+              command: spec.command,
+              message: `reading the output of ${spec.command} failed`,
+              cause
+            })
+        )
+      )
+      return { pid: child.pid, stdout, stderr, ...exit } satisfies SubprocessResult
+    })
+  )
+
+/** The first directory on PATH holding an executable `name`, if any. */
+export const which = (name: string, pathVariable = process.env.PATH ?? ""): Option.Option<string> => {
+  if (name.includes("/")) return isExecutable(name) ? Option.some(name) : Option.none()
+  for (const dir of pathVariable.split(":").filter(Boolean)) {
+    const candidate = `${dir}/${name}`
+    if (isExecutable(candidate)) return Option.some(candidate)
+  }
+  return Option.none()
+}
+
+const isExecutable = (file: string) => {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return fs.statSync(file).isFile()
+  } catch {
+    return false
+  }
+}
+
+export type { CommandExecutor }

@@ -1,0 +1,80 @@
+/**
+ * Instant pickup: one LISTEN connection per process wakes every idle worker fiber when the insert trigger
+ * (or `release_stale_requests`) notifies `stageline_requests`. Polling stays as the fallback.
+ *
+ * The connection is its own `pg.Client`, not the pool's: `PgClient.listen` swallows connection errors, so
+ * a dropped listener would go silent. Here a lost connection is reopened with backoff, and every fiber is
+ * woken on reconnect to catch up on whatever was inserted while no one was listening.
+ */
+import { Context, Deferred, Effect, Exit, FiberId, Layer, Redacted } from "effect"
+import pg from "pg"
+import { DatabaseUrl } from "../db/Database.js"
+
+export const channel = "stageline_requests"
+
+export interface WakeupSource {
+  /**
+   * Take this before looking for work, then await it if none was found: a notification that arrives in
+   * between is not lost, because it completes the very signal taken.
+   */
+  readonly signal: Effect.Effect<Effect.Effect<void>>
+  /** Wakes every waiting fiber (used on reconnect, and by tests). */
+  readonly wakeAll: Effect.Effect<void>
+}
+
+export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSource>() {
+  static readonly make = Effect.gen(function* () {
+    const url = yield* DatabaseUrl
+    let current = Deferred.unsafeMake<void>(FiberId.none)
+    const wake = () => {
+      const fired = current
+      current = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(fired, Exit.void)
+    }
+
+    const listenOnce = Effect.async<string>((resume) => {
+      const client = new pg.Client({ connectionString: Redacted.value(url), application_name: "stageline-listen" })
+      let done = false
+      const finish = (reason: string) => {
+        if (done) return
+        done = true
+        client.removeAllListeners("notification")
+        client.end().catch(() => {})
+        resume(Effect.succeed(reason))
+      }
+      client.on("error", (error) => finish(error.message))
+      client.on("end", () => finish("connection closed"))
+      client.on("notification", (message) => {
+        if (message.channel === channel) wake()
+      })
+      client
+        .connect()
+        .then(() => client.query(`LISTEN ${channel}`))
+        // Catch up: anything inserted while no one listened is claimable now.
+        .then(() => wake())
+        .catch((error: Error) => finish(error.message))
+      return Effect.sync(() => finish("stopped"))
+    })
+
+    const listenForever = Effect.gen(function* () {
+      let failures = 0
+      while (true) {
+        const started = Date.now()
+        const reason = yield* listenOnce
+        if (Date.now() - started > 10_000) failures = 0
+        failures++
+        const delay = Math.min(250 * 2 ** (failures - 1), 10_000)
+        yield* Effect.logWarning(`queue listener lost its connection (${reason}); reconnecting in ${delay} ms`)
+        yield* Effect.sleep(delay)
+      }
+    })
+    yield* Effect.forkScoped(listenForever)
+
+    return {
+      signal: Effect.sync(() => Deferred.await(current)),
+      wakeAll: Effect.sync(wake)
+    } satisfies WakeupSource
+  })
+
+  static readonly layer = Layer.scoped(Wakeups, Wakeups.make)
+}

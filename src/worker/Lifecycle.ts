@@ -1,0 +1,30 @@
+/**
+ * Whether this worker process is still taking work. The claim stage asks before every claim and waits on
+ * `draining` while idle, so a shutdown stops claiming at once and never abandons a row it just claimed.
+ */
+import { Context, Data, Deferred, Effect, Layer } from "effect"
+
+/** The claim stage's way of saying "no more requests for this fiber": not a failure of any request. */
+export class WorkerStopping extends Data.TaggedError("WorkerStopping")<{
+  readonly reason: "draining" | "queue-empty"
+  readonly message: string
+}> {}
+
+export interface LifecycleState {
+  /** Completed when the process starts shutting down. */
+  readonly draining: Deferred.Deferred<void>
+  /** `--once`: stop each worker fiber as soon as it finds the queue empty. */
+  readonly once: boolean
+}
+
+export class Lifecycle extends Context.Tag("stageline/Lifecycle")<Lifecycle, LifecycleState>() {
+  static readonly layer = (options: { readonly once: boolean }) =>
+    Layer.effect(
+      Lifecycle,
+      Effect.map(Deferred.make<void>(), (draining) => ({ draining, once: options.once }))
+    )
+
+  static readonly isDraining = Effect.flatMap(Lifecycle, (l) => Deferred.isDone(l.draining))
+
+  static readonly drain = Effect.flatMap(Lifecycle, (l) => Deferred.succeed(l.draining, undefined))
+}

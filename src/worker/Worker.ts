@@ -1,0 +1,109 @@
+/**
+ * The worker supervisor: `WORKER_COUNT` fibers, each running the pipeline over and over, one request at a
+ * time.
+ *
+ * Shutdown: when the process is asked to stop (SIGINT/SIGTERM interrupt the main fiber), the supervisor
+ * first drains: no fiber claims again, and requests in flight get `STAGELINE_SHUTDOWN_GRACE_MS` to finish.
+ * Whatever is still running then (or at once, on a second signal) is interrupted: its agent's process tree
+ * is ended and the request is put back to pending without counting the attempt.
+ */
+import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
+import { AgentSettings } from "../agent/AgentSettings.js"
+import { WorkerConfig } from "../config/WorkerConfig.js"
+import type { CompiledPipeline } from "../pipeline/Compiler.js"
+import { runOnce } from "../pipeline/Runner.js"
+import { PipelineLocation } from "../pipeline/Stage.js"
+import { Queue } from "../queue/Queue.js"
+import { Wakeups } from "../queue/Wakeups.js"
+import { Lifecycle } from "./Lifecycle.js"
+
+export interface WorkerSummary {
+  readonly processed: number
+  readonly failed: number
+}
+
+const slotLoop = (pipeline: CompiledPipeline, workerId: string, totals: { processed: number; failed: number }) =>
+  Effect.gen(function* () {
+    let claimFailures = 0
+    while (true) {
+      const outcome = yield* runOnce(pipeline, workerId)
+      switch (outcome._tag) {
+        case "Stopped":
+          yield* Effect.logDebug(`worker ${workerId} stops: ${outcome.reason}`)
+          return
+        case "ClaimFailed": {
+          claimFailures++
+          const delay = Math.min(500 * 2 ** Math.min(claimFailures - 1, 6), 30_000)
+          yield* Effect.logError(`claiming failed (${outcome.message}); trying again in ${delay} ms`)
+          yield* Effect.sleep(delay)
+          break
+        }
+        case "Processed":
+          claimFailures = 0
+          totals.processed++
+          if (outcome.failure) totals.failed++
+      }
+    }
+  })
+
+/** Waits for the next SIGINT or SIGTERM (used once draining has begun: the second one forces). */
+const nextSignal = Effect.async<void>((resume) => {
+  const onSignal = () => resume(Effect.void)
+  process.once("SIGINT", onSignal)
+  process.once("SIGTERM", onSignal)
+  return Effect.sync(() => {
+    process.off("SIGINT", onSignal)
+    process.off("SIGTERM", onSignal)
+  })
+})
+
+/** Runs the worker fibers until they stop (`--once`: the queue is empty) or the process is asked to stop. */
+export const run = (pipeline: CompiledPipeline) =>
+  Effect.gen(function* () {
+    const config = yield* WorkerConfig
+    const lifecycle = yield* Lifecycle
+    const totals = { processed: 0, failed: 0 }
+    const slots = Array.from({ length: config.workerCount }, (_, i) => `${config.workerName}/${i + 1}`)
+    yield* Effect.logInfo(
+      `worker ${config.workerName} running pipeline "${pipeline.name}" with ${slots.length} fiber(s)${
+        lifecycle.once ? " until the queue is empty" : ""
+      }`
+    )
+    // A daemon, so that interrupting this fiber does not interrupt requests in flight: the drain decides.
+    const workers = yield* Effect.forkDaemon(
+      Effect.forEach(slots, (id) => slotLoop(pipeline, id, totals), { concurrency: "unbounded", discard: true })
+    )
+    const drain = Effect.gen(function* () {
+      yield* Deferred.succeed(lifecycle.draining, undefined)
+      yield* Effect.logInfo(
+        `shutting down: no new requests; in-flight ones have ${config.shutdownGraceMs} ms to finish (signal again to stop now)`
+      )
+      const finished = yield* Fiber.await(workers).pipe(
+        Effect.raceFirst(Effect.as(nextSignal, "forced" as const)),
+        Effect.timeoutTo({
+          duration: config.shutdownGraceMs,
+          onTimeout: () => "grace-over" as const,
+          onSuccess: (exit) => (exit === "forced" ? exit : ("drained" as const))
+        })
+      )
+      if (finished !== "drained") {
+        yield* Effect.logWarning(
+          `${finished === "forced" ? "stopping now" : "grace period over"}: interrupting requests in flight`
+        )
+        yield* Fiber.interrupt(workers)
+      }
+    })
+    const exit = yield* Fiber.await(workers).pipe(Effect.onInterrupt(() => drain))
+    if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) yield* Effect.failCause(exit.cause)
+    return totals satisfies WorkerSummary
+  })
+
+/** What the stages of `pipeline` are given, besides the SQL client the caller provides. */
+export const stageServices = (pipeline: CompiledPipeline, options: { readonly once: boolean }) =>
+  Layer.mergeAll(
+    Queue.layer,
+    Wakeups.layer,
+    Lifecycle.layer(options),
+    AgentSettings.layer(pipeline.agent, pipeline.dir),
+    Layer.succeed(PipelineLocation, { file: pipeline.file, dir: pipeline.dir })
+  )

@@ -1,0 +1,62 @@
+/**
+ * claim: takes the next pending request for this worker. Waits while the queue is empty, woken at once by
+ * the insert trigger's NOTIFY and, failing that, by polling every `POLL_INTERVAL_MS`.
+ *
+ * The claim and the release that undoes it on interruption are registered together, uninterruptibly: a
+ * request claimed here is either handed to the next stages or put back to pending, never left stranded.
+ */
+import { Deferred, Effect, Exit, Option, Schema } from "effect"
+import { WorkerConfig } from "../src/config/WorkerConfig.js"
+import * as Stage from "../src/pipeline/Stage.js"
+import { Queue } from "../src/queue/Queue.js"
+import { Wakeups } from "../src/queue/Wakeups.js"
+import { Lifecycle, WorkerStopping } from "../src/worker/Lifecycle.js"
+
+export default Stage.make({
+  name: "claim",
+  description: "Claims the next pending request (FOR UPDATE SKIP LOCKED), waiting on NOTIFY with a poll fallback.",
+  options: Schema.Struct({}),
+  requires: [],
+  provides: ["request"],
+  run: () => (input) =>
+    Effect.gen(function* () {
+      const queue = yield* Queue
+      const wakeups = yield* Wakeups
+      const lifecycle = yield* Lifecycle
+      const { pollIntervalMs } = yield* WorkerConfig
+      const workerId = input.run.workerId
+
+      while (true) {
+        if (yield* Lifecycle.isDraining) {
+          return yield* new WorkerStopping({ reason: "draining", message: "the worker is shutting down" })
+        }
+        // Taken before the claim, so a notification arriving during it is not missed.
+        const signal = yield* wakeups.signal
+        const claimed = yield* Effect.uninterruptible(
+          queue.claim(workerId).pipe(
+            Effect.tap((request) =>
+              Option.isSome(request)
+                ? Effect.addFinalizer((exit) =>
+                    Exit.isInterrupted(exit)
+                      ? queue.release(request.value.id, workerId).pipe(
+                          Effect.tap((released) =>
+                            released ? Effect.logInfo(`put request ${request.value.id} back to pending`) : Effect.void
+                          ),
+                          Effect.catchAll((error) =>
+                            Effect.logError(`could not put request ${request.value.id} back to pending`, error)
+                          )
+                        )
+                      : Effect.void
+                  )
+                : Effect.void
+            )
+          )
+        )
+        if (Option.isSome(claimed)) return { request: claimed.value }
+        if (lifecycle.once) {
+          return yield* new WorkerStopping({ reason: "queue-empty", message: "no pending requests left" })
+        }
+        yield* Effect.raceAll([signal, Effect.sleep(pollIntervalMs), Deferred.await(lifecycle.draining)])
+      }
+    })
+})

@@ -1,0 +1,65 @@
+/**
+ * extract-git-artifacts: what the agent left in the repository: HEAD, the branch, the commits it made since
+ * the clone, and the pull request it names in its output, if any. A workspace that is not a git
+ * repository yields empty artifacts, not an error.
+ */
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { Effect, Schema } from "effect"
+import { git } from "../src/git/Git.js"
+import type { GitArtifacts } from "../src/pipeline/RunContext.js"
+import * as Stage from "../src/pipeline/Stage.js"
+
+const prUrlPattern = /https:\/\/[A-Za-z0-9.-]+\/[\w.-]+\/[\w.-]+\/(?:pull|merge_requests|pull-requests)\/\d+/g
+
+/** The last pull-request URL in the text: the one the agent ended on. */
+export const findPrUrl = (...texts: ReadonlyArray<string | null | undefined>): string | null => {
+  for (const text of [...texts].reverse()) {
+    const found = text ? [...text.matchAll(prUrlPattern)] : []
+    if (found.length > 0) return found[found.length - 1]![0]
+  }
+  return null
+}
+
+const none: GitArtifacts = { headSha: null, branch: null, commits: [], prUrl: null }
+
+export default Stage.make({
+  name: "extract-git-artifacts",
+  description: "Reports HEAD, the branch, the commits made since the clone and a pull-request URL.",
+  options: Schema.Struct({}),
+  requires: ["workspace"],
+  provides: ["git"],
+  run: () => (input) =>
+    Effect.gen(function* () {
+      const { workspace, agent } = input
+      const resultText = typeof agent?.result?.result === "string" ? agent.result.result : null
+      const prUrl = findPrUrl(agent?.stdout, resultText)
+      const isRepo = yield* Effect.promise(() =>
+        fs.stat(path.join(workspace.dir, ".git")).then(
+          () => true,
+          () => false
+        )
+      )
+      if (!isRepo) return { git: { ...none, prUrl } }
+
+      const headSha = yield* git(workspace.dir, "rev-parse", (g) => g.revparse(["HEAD"])).pipe(
+        Effect.map((s) => s.trim()),
+        Effect.orElseSucceed(() => null)
+      )
+      if (headSha === null) return { git: { ...none, prUrl } }
+      const branchName = yield* git(workspace.dir, "rev-parse", (g) => g.revparse(["--abbrev-ref", "HEAD"])).pipe(
+        Effect.map((s) => s.trim()),
+        Effect.map((b) => (b === "HEAD" ? null : b))
+      )
+      const range = workspace.baseSha ? [`${workspace.baseSha}..HEAD`] : ["HEAD"]
+      const log = yield* git(workspace.dir, "log", (g) => g.raw(["log", "--format=%H%x1f%s", ...range, "--"]))
+      const commits = log
+        .split("\n")
+        .filter((line) => line.includes("\x1f"))
+        .map((line) => {
+          const [sha, subject] = line.split("\x1f")
+          return { sha: sha!, subject: subject ?? "" }
+        })
+      return { git: { headSha, branch: branchName, commits, prUrl } }
+    })
+})

@@ -1,0 +1,80 @@
+/**
+ * prepare-workspace: a fresh directory under `WORKSPACE_BASE` for the request, with `repo_url` cloned into
+ * it at `branch` when the request names a repository, empty otherwise. The directory is a resource of the
+ * request: removed when the request ends (`CLEANUP_AFTER_COMPLETE`), however it ends.
+ */
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { Effect, Schema } from "effect"
+import { WorkerConfig } from "../src/config/WorkerConfig.js"
+import { GitError, git } from "../src/git/Git.js"
+import { checkBranch, checkRepoUrl } from "../src/git/RepoUrl.js"
+import * as Stage from "../src/pipeline/Stage.js"
+
+const removeQuietly = (dir: string) =>
+  Effect.promise(() => fs.rm(dir, { recursive: true, force: true }).catch(() => {}))
+
+export default Stage.make({
+  name: "prepare-workspace",
+  description: "Makes the request's workspace: a clone of repo_url at branch, or an empty directory.",
+  options: Schema.Struct({}),
+  requires: ["request"],
+  provides: ["workspace"],
+  run: () => (input) =>
+    Effect.gen(function* () {
+      const { workspaceBase, cleanupAfterComplete } = yield* WorkerConfig
+      const request = input.request
+      const name = `${request.id}-a${request.attempts}`
+      const dir = path.join(workspaceBase, name)
+      const tmpDir = path.join(workspaceBase, ".tmp", name)
+
+      const repoUrl = request.repo_url?.trim() || null
+      const branch = request.branch?.trim() || null
+      if (repoUrl !== null) {
+        const invalid = checkRepoUrl(repoUrl) ?? (branch === null ? null : checkBranch(branch))
+        if (invalid) return yield* invalid
+      }
+
+      yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            // A directory of the same name is what a crashed earlier run of this attempt left.
+            await fs.rm(dir, { recursive: true, force: true })
+            await fs.rm(tmpDir, { recursive: true, force: true })
+            await fs.mkdir(dir, { recursive: true })
+            await fs.mkdir(tmpDir, { recursive: true, mode: 0o700 })
+          },
+          catch: (cause) =>
+            new GitError({ operation: "mkdir", message: `cannot create the workspace ${dir}: ${cause}`, cause })
+        }),
+        () =>
+          Effect.zipRight(
+            removeQuietly(tmpDir),
+            cleanupAfterComplete ? removeQuietly(dir) : Effect.logInfo(`workspace kept at ${dir}`)
+          )
+      )
+
+      if (repoUrl === null) {
+        return { workspace: { dir, tmpDir, repoUrl: null, branch: null, baseSha: null } }
+      }
+      yield* git(workspaceBase, "clone", (g) =>
+        g.clone(repoUrl, dir, branch === null ? [] : ["--branch", branch, "--single-branch"])
+      ).pipe(
+        Effect.mapError((error) =>
+          /Remote branch .* not found/.test(error.message)
+            ? new GitError({
+                operation: "clone",
+                message: `branch "${branch}" does not exist in ${repoUrl}`,
+                cause: error.cause
+              })
+            : error
+        )
+      )
+      const baseSha = yield* git(dir, "rev-parse", (g) => g.revparse(["HEAD"])).pipe(
+        Effect.map((sha) => sha.trim()),
+        // A repository with no commits yet has no HEAD.
+        Effect.orElseSucceed(() => null)
+      )
+      return { workspace: { dir, tmpDir, repoUrl, branch, baseSha } }
+    })
+})

@@ -1,0 +1,117 @@
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { SqlClient } from "@effect/sql"
+import { expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { makeBareRepo, runOnce, tempDir, writePipeline } from "../support/harness.js"
+import { TestDatabase } from "../support/TestDatabase.js"
+
+interface ResultRow {
+  readonly status: string
+  readonly commit_sha: string | null
+  readonly duration_ms: number
+  readonly error: string | null
+  readonly output: {
+    stdout: string
+    result: { result: string } | null
+    git: { commits: Array<{ sha: string; subject: string }> }
+  }
+  readonly attempt: number
+  readonly branch_name: string | null
+  readonly session_id: string | null
+  readonly model: string | null
+}
+
+const resultsFor = (id: string) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => sql<ResultRow>`SELECT * FROM orchestration_results WHERE request_id = ${id}`
+  )
+
+const requestStatus = (id: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ status: string }>`SELECT status FROM orchestration_requests WHERE id = ${id}`.pipe(
+      Effect.map((rows) => rows[0]?.status)
+    )
+  )
+
+layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
+  "a request inserted with the seed's plain SQL",
+  (it) => {
+    it.effect("runs through every stage and records the commit the agent made", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const repo = makeBareRepo()
+        const pipeline = writePipeline()
+        const prompt = "Review and fix.\n@write notes/review.md looks good\n@commit add review notes\n@pwd"
+        const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (repo_url, prompt)
+          VALUES (${repo.url}, ${prompt}) RETURNING id`
+        const id = row!.id
+
+        const summary = yield* runOnce(pipeline.file)
+        expect(summary.processed).toBe(1)
+
+        const results = yield* resultsFor(id)
+        expect(results).toHaveLength(1)
+        const result = results[0]!
+        expect(result.error).toBeNull()
+        expect(result.status).toBe("success")
+        expect(yield* requestStatus(id)).toBe("completed")
+        expect(result.duration_ms).toBeGreaterThan(0)
+
+        // The commit the agent reported making is the one recorded, and it is new.
+        const made = /committed ([0-9a-f]{40})/.exec(result.output.result!.result)?.[1]
+        expect(made).toBeDefined()
+        expect(result.commit_sha).toBe(made)
+        expect(result.commit_sha).not.toBe(repo.baseSha)
+        expect(result.output.git.commits).toEqual([{ sha: made, subject: "add review notes" }])
+        expect(result.branch_name).toBe("main")
+        expect(result.attempt).toBe(1)
+        expect(result.session_id).toBe("00000000-0000-4000-8000-000000000001")
+        expect(result.model).toBe("claude-sonnet-4-5")
+        // The seed's `output->>'stdout'` holds the agent's raw output.
+        const [stdout] = yield* sql<{
+          stdout: string
+        }>`SELECT output->>'stdout' AS stdout FROM orchestration_results WHERE request_id = ${id}`
+        expect(JSON.parse(stdout!.stdout).type).toBe("result")
+
+        // The agent ran in a clone of the repository, since removed (CLEANUP_AFTER_COMPLETE).
+        const pwd = /pwd=(.*)/.exec(result.output.result!.result)?.[1]
+        expect(pwd).toMatch(new RegExp(`${id}-a1$`))
+        expect(fs.existsSync(pwd!)).toBe(false)
+
+        // customize-skill installed the bundled skill and the named domain into the agent's config dir.
+        const skillDir = path.join(pipeline.configDir, "skills", "orchestration")
+        expect(fs.existsSync(path.join(skillDir, "SKILL.md"))).toBe(true)
+        expect(fs.existsSync(path.join(skillDir, "references", "domains", "code-review.md"))).toBe(true)
+      })
+    )
+
+    it.effect("runs a request without repo_url in an empty workspace", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const pipeline = writePipeline()
+        const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt)
+          VALUES (${"Say hello.\n@ls\n@pwd"}) RETURNING id`
+        yield* runOnce(pipeline.file)
+        const [result] = yield* resultsFor(row!.id)
+        expect(result!.status).toBe("success")
+        expect(result!.output.result!.result).toContain("ls=[]")
+        expect(result!.commit_sha).toBeNull()
+        expect(yield* requestStatus(row!.id)).toBe("completed")
+      })
+    )
+
+    it.effect("keeps the workspace when CLEANUP_AFTER_COMPLETE is false", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const pipeline = writePipeline()
+        const base = tempDir("keep")
+        const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt)
+          VALUES (${"@write kept.txt yes"}) RETURNING id`
+        yield* runOnce(pipeline.file, { workspaceBase: base, cleanupAfterComplete: false })
+        expect(fs.readFileSync(path.join(base, `${row!.id}-a1`, "kept.txt"), "utf8")).toBe("yes\n")
+      })
+    )
+  }
+)
