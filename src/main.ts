@@ -8,4 +8,7 @@ import * as Logging from "./cli/Logging.js"
 
 const MainLive = Layer.mergeAll(NodeContext.layer, Logging.layer)
 
-Effect.suspend(() => cli(process.argv)).pipe(Effect.provide(MainLive), NodeRuntime.runMain)
+Effect.suspend(() => cli(process.argv)).pipe(
+  Effect.provide(MainLive),
+  NodeRuntime.runMain({ disablePrettyLogger: true })
+)

@@ -5,10 +5,11 @@
  */
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { Data, Effect, Either, ParseResult, Schema } from "effect"
+import { Data, Effect, Either, Schema } from "effect"
 import { LineCounter, type Node, parseDocument } from "yaml"
 import { type AgentSection, PipelineFile, type Retry, type StageEntry } from "./PipelineFile.js"
 import type { ContextKey } from "./RunContext.js"
+import { pathToField, relevantIssues } from "./SchemaIssues.js"
 import type { AnyStage } from "./Stage.js"
 import { StageRegistry } from "./StageRegistry.js"
 
@@ -57,9 +58,6 @@ const engineProvided: ReadonlyArray<ContextKey> = ["run"]
 
 const decodeFile = Schema.decodeUnknownEither(PipelineFile, { onExcessProperty: "error", errors: "all" })
 
-const pathToField = (p: ReadonlyArray<PropertyKey>) =>
-  p.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? String(k) : `.${String(k)}`)).join("")
-
 export const compile = (file: string, text: string) =>
   Effect.gen(function* () {
     const registry = yield* StageRegistry
@@ -81,7 +79,7 @@ export const compile = (file: string, text: string) =>
     for (const error of doc.errors) {
       problems.push({
         file,
-        line: error.linePos?.[0]?.line ?? null,
+        line: lineCounter.linePos(error.pos[0]).line,
         stage: null,
         field: null,
         message: error.message.split("\n")[0] ?? error.message
@@ -103,7 +101,7 @@ export const compile = (file: string, text: string) =>
 
     const decoded = decodeFile(raw)
     if (Either.isLeft(decoded)) {
-      for (const issue of ParseResult.ArrayFormatter.formatErrorSync(decoded.left)) {
+      for (const issue of relevantIssues(decoded.left)) {
         const inStage = issue.path[0] === "stages" && typeof issue.path[1] === "number"
         // Union errors repeat once per member; the string member's complaint is noise for an object entry.
         if (inStage && issue.path.length === 2 && issue.message.startsWith("Expected string")) continue
@@ -148,7 +146,7 @@ export const compile = (file: string, text: string) =>
         entry.with ?? {}
       )
       if (Either.isLeft(options)) {
-        for (const issue of ParseResult.ArrayFormatter.formatErrorSync(options.left)) {
+        for (const issue of relevantIssues(options.left)) {
           const field = pathToField(["with", ...issue.path])
           problems.push({ ...at(field, ["with", ...issue.path]), message: issue.message })
         }

@@ -3,7 +3,8 @@
  * Unknown keys are refused rather than ignored, so a typo fails loudly instead of silently running with
  * defaults.
  */
-import { Data, Effect, ParseResult, Schema } from "effect"
+import { Data, Effect, Schema } from "effect"
+import { formatIssues } from "../pipeline/SchemaIssues.js"
 
 /** The longest a request may ask its agent to run: a day. */
 export const maxTimeoutMinutes = 24 * 60
@@ -44,7 +45,7 @@ export const decodeRequestConfig = (raw: unknown) =>
           (error) =>
             new InvalidRequest({
               field: "config",
-              message: `invalid request config: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
+              message: `invalid request config: ${formatIssues(error, "config")}`
             })
         )
       )

@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Logger, LogLevel } from "effect"
 import { RegistryLive } from "../../src/cli/Cli.js"
 import { WorkerConfig, type WorkerSettings } from "../../src/config/WorkerConfig.js"
 import { load } from "../../src/pipeline/Compiler.js"
@@ -82,4 +82,13 @@ export const runOnce = (pipelineFile: string, overrides: Partial<WorkerSettings>
   Effect.gen(function* () {
     const compiled = yield* load(pipelineFile)
     return yield* Worker.run(compiled).pipe(Effect.provide(Worker.stageServices(compiled, { once: true })))
-  }).pipe(Effect.provide(Layer.mergeAll(RegistryLive, testWorkerConfig(overrides), NodeContext.layer)))
+  }).pipe(Effect.provide(Layer.mergeAll(RegistryLive, testWorkerConfig(overrides), NodeContext.layer, quiet)))
+
+/** Tests log errors only, unless TEST_LOG_LEVEL=debug|info asks for more. */
+const quiet = Logger.minimumLogLevel(
+  process.env.TEST_LOG_LEVEL === "debug"
+    ? LogLevel.Debug
+    : process.env.TEST_LOG_LEVEL === "info"
+      ? LogLevel.Info
+      : LogLevel.Error
+)
