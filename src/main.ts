@@ -1,14 +1,39 @@
 /**
- * The entry point: wires the platform and logging, then hands the arguments to the CLI.
+ * The entry point: wires the platform and logging, then hands the arguments to the CLI. A command that
+ * fails prints what went wrong in a sentence (and its cause), not a stack trace, and exits 1.
  */
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Cause, Console, Effect, Layer } from "effect"
 import { cli } from "./cli/Cli.js"
 import * as Logging from "./cli/Logging.js"
 
 const MainLive = Layer.mergeAll(NodeContext.layer, Logging.layer)
 
+const describe = (error: unknown): string => {
+  const message =
+    error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
+      ? String((error as { message: unknown }).message)
+      : String(error)
+  const cause = (error as { cause?: unknown })?.cause
+  return cause === undefined || cause === error ? message : `${message}: ${describe(cause)}`
+}
+
+const reportFailure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause)
+        : Effect.zipRight(
+            Console.error(`stageline: ${describe(Cause.squash(cause))}`),
+            Effect.sync(() => {
+              process.exitCode = 1
+            })
+          )
+    )
+  )
+
 Effect.suspend(() => cli(process.argv)).pipe(
+  reportFailure,
   Effect.provide(MainLive),
   NodeRuntime.runMain({ disablePrettyLogger: true })
 )

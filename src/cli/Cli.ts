@@ -46,12 +46,15 @@ const run = Command.make(
   ({ pipeline, once }) =>
     reportInvalid(
       Effect.gen(function* () {
-        const compiled = yield* load(pipeline)
-        yield* migrate()
-        const summary = yield* Worker.run(compiled).pipe(Effect.provide(Worker.stageServices(compiled, { once })))
-        yield* Effect.logInfo(`processed ${summary.processed} request(s), ${summary.failed} of them failed`)
+        // The pipeline is checked before anything else is touched.
+        const compiled = yield* load(pipeline).pipe(Effect.provide(RegistryLive))
+        yield* Effect.gen(function* () {
+          yield* migrate()
+          const summary = yield* Worker.run(compiled).pipe(Effect.provide(Worker.stageServices(compiled, { once })))
+          yield* Effect.logInfo(`processed ${summary.processed} request(s), ${summary.failed} of them failed`)
+        }).pipe(Effect.provide(Layer.mergeAll(Database.layer, WorkerConfig.layerFromEnv)))
       })
-    ).pipe(Effect.provide(Layer.mergeAll(RegistryLive, Database.layer, WorkerConfig.layerFromEnv)))
+    )
 ).pipe(Command.withDescription("Run workers that claim requests and take them through the pipeline."))
 
 const migrateCommand = Command.make("migrate", {}, () =>

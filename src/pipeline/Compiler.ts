@@ -7,7 +7,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Data, Effect, Either, Schema } from "effect"
 import { LineCounter, type Node, parseDocument } from "yaml"
-import { type AgentSection, PipelineFile, type Retry, type StageEntry } from "./PipelineFile.js"
+import { type AgentSection, PipelineShape, type Retry, type StageEntry, StageEntryOrName } from "./PipelineFile.js"
 import type { ContextKey } from "./RunContext.js"
 import { pathToField, relevantIssues } from "./SchemaIssues.js"
 import type { AnyStage } from "./Stage.js"
@@ -56,7 +56,9 @@ export interface CompiledPipeline {
 /** The keys every run has before its first stage. */
 const engineProvided: ReadonlyArray<ContextKey> = ["run"]
 
-const decodeFile = Schema.decodeUnknownEither(PipelineFile, { onExcessProperty: "error", errors: "all" })
+const strict = { onExcessProperty: "error", errors: "all" } as const
+const decodeShape = Schema.decodeUnknownEither(PipelineShape, strict)
+const decodeEntry = Schema.decodeUnknownEither(StageEntryOrName, strict)
 
 export const compile = (file: string, text: string) =>
   Effect.gen(function* () {
@@ -74,7 +76,8 @@ export const compile = (file: string, text: string) =>
       }
       return null
     }
-    const fail = () => Effect.fail(new PipelineInvalid({ file, problems }))
+    const fail = () =>
+      Effect.fail(new PipelineInvalid({ file, problems: [...problems].sort((a, b) => (a.line ?? 0) - (b.line ?? 0)) }))
 
     for (const error of doc.errors) {
       problems.push({
@@ -99,29 +102,51 @@ export const compile = (file: string, text: string) =>
       return null
     }
 
-    const decoded = decodeFile(raw)
+    const decoded = decodeShape(raw)
     if (Either.isLeft(decoded)) {
       for (const issue of relevantIssues(decoded.left)) {
-        const inStage = issue.path[0] === "stages" && typeof issue.path[1] === "number"
-        // Union errors repeat once per member; the string member's complaint is noise for an object entry.
-        if (inStage && issue.path.length === 2 && issue.message.startsWith("Expected string")) continue
         problems.push({
           file,
           line: lineOf(issue.path),
-          stage: inStage ? stageNameAt(issue.path[1] as number) : null,
-          field: inStage ? pathToField(issue.path.slice(2)) || null : pathToField(issue.path) || null,
+          stage: null,
+          field: pathToField(issue.path) || null,
           message: issue.message
         })
       }
       return yield* fail()
     }
     const pipeline = decoded.right
+    const entries: Array<StageEntry | null> = pipeline.stages.map((rawEntry, index) => {
+      const entry = decodeEntry(rawEntry)
+      if (Either.isRight(entry)) return typeof entry.right === "string" ? { use: entry.right } : entry.right
+      for (const issue of relevantIssues(entry.left)) {
+        // The entry is an object, so the complaint that it is not a string says nothing.
+        if (issue.path.length === 0 && issue.message.startsWith("Expected string")) continue
+        problems.push({
+          file,
+          line: lineOf(["stages", index, ...issue.path]),
+          stage: stageNameAt(index),
+          field: pathToField(issue.path) || null,
+          message: issue.message
+        })
+      }
+      return null
+    })
 
     const compiled: Array<CompiledStage> = []
     const provided = new Map<string, string>(engineProvided.map((k) => [k, "the engine"]))
     const seen = new Set<string>()
-    for (const [index, rawEntry] of pipeline.stages.entries()) {
-      const entry: StageEntry = typeof rawEntry === "string" ? { use: rawEntry } : rawEntry
+    for (const [index, entry] of entries.entries()) {
+      if (entry === null) {
+        // Reported already; what it would provide still counts, so later stages are not blamed for it.
+        const raw = pipeline.stages[index] as { use?: unknown } | string
+        const name = typeof raw === "string" ? raw : raw?.use
+        for (const key of (typeof name === "string" ? registry.get(name)?.provides : undefined) ?? []) {
+          if (!provided.has(key)) provided.set(key, name as string)
+        }
+        continue
+      }
+      const rawEntry = pipeline.stages[index]
       const id = entry.id ?? entry.use
       const at = (field: string | null, sub: ReadonlyArray<PropertyKey> = []) => ({
         file,
@@ -142,9 +167,7 @@ export const compile = (file: string, text: string) =>
         })
         continue
       }
-      const options = Schema.decodeUnknownEither(stage.options, { onExcessProperty: "error", errors: "all" })(
-        entry.with ?? {}
-      )
+      const options = Schema.decodeUnknownEither(stage.options, strict)(entry.with ?? {})
       if (Either.isLeft(options)) {
         for (const issue of relevantIssues(options.left)) {
           const field = pathToField(["with", ...issue.path])
@@ -154,10 +177,10 @@ export const compile = (file: string, text: string) =>
       }
       for (const key of stage.requires) {
         if (!provided.has(key)) {
-          const later = pipeline.stages
+          const later = entries
             .slice(index + 1)
-            .map((e) => (typeof e === "string" ? e : e.use))
-            .find((name) => registry.get(name)?.provides.includes(key as ContextKey))
+            .map((e) => e?.use)
+            .find((name) => name !== undefined && registry.get(name)?.provides.includes(key as ContextKey))
           problems.push({
             ...at("requires"),
             message: `needs "${key}", which no earlier stage provides${

@@ -84,4 +84,12 @@ export const PipelineFile = Schema.Struct({
   agent: Schema.optionalWith(AgentSection, { default: () => ({ variant: "mclaude" }) }),
   stages: Schema.Array(Schema.Union(Schema.String, StageEntry)).pipe(Schema.minItems(1))
 }).annotations({ identifier: "Pipeline", title: "stageline pipeline" })
+
+/** The file with its stage entries left undecoded, so that each entry's problems are found on their own. */
+export const PipelineShape = Schema.Struct({
+  ...PipelineFile.fields,
+  stages: Schema.Array(Schema.Unknown).pipe(Schema.minItems(1))
+})
+
+export const StageEntryOrName = Schema.Union(Schema.String, StageEntry)
 export type PipelineFile = typeof PipelineFile.Type

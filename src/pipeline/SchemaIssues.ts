@@ -7,8 +7,11 @@ import { ParseResult } from "effect"
 export const relevantIssues = (error: ParseResult.ParseError) => {
   const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
   const key = (p: ReadonlyArray<PropertyKey>) => JSON.stringify(p)
-  const informative = new Set(issues.filter((i) => !i.message.startsWith("Expected undefined")).map((i) => key(i.path)))
-  return issues.filter((i) => !(i.message.startsWith("Expected undefined") && informative.has(key(i.path))))
+  const informative = issues.filter((i) => !i.message.startsWith("Expected undefined")).map((i) => i.path)
+  // Said of the field itself or of something inside it.
+  const explained = (p: ReadonlyArray<PropertyKey>) =>
+    informative.some((q) => q.length >= p.length && key(q.slice(0, p.length)) === key(p))
+  return issues.filter((i) => !(i.message.startsWith("Expected undefined") && explained(i.path)))
 }
 
 /** `["stages", 2, "with"]` → `stages[2].with`. */

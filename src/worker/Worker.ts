@@ -46,17 +46,6 @@ const slotLoop = (pipeline: CompiledPipeline, workerId: string, totals: { proces
     }
   })
 
-/** Waits for the next SIGINT or SIGTERM (used once draining has begun: the second one forces). */
-const nextSignal = Effect.async<void>((resume) => {
-  const onSignal = () => resume(Effect.void)
-  process.once("SIGINT", onSignal)
-  process.once("SIGTERM", onSignal)
-  return Effect.sync(() => {
-    process.off("SIGINT", onSignal)
-    process.off("SIGTERM", onSignal)
-  })
-})
-
 /** Runs the worker fibers until they stop (`--once`: the queue is empty) or the process is asked to stop. */
 export const run = (pipeline: CompiledPipeline) =>
   Effect.gen(function* () {
@@ -73,22 +62,27 @@ export const run = (pipeline: CompiledPipeline) =>
     const workers = yield* Effect.forkDaemon(
       Effect.forEach(slots, (id) => slotLoop(pipeline, id, totals), { concurrency: "unbounded", discard: true })
     )
+    // Runs as the interruption finalizer of this fiber, so it is uninterruptible; fibers it forked would be
+    // too (a race's loser could never be stopped), so the three ways the wait ends are plain callbacks.
     const drain = Effect.gen(function* () {
       yield* Deferred.succeed(lifecycle.draining, undefined)
       yield* Effect.logInfo(
         `shutting down: no new requests; in-flight ones have ${config.shutdownGraceMs} ms to finish (signal again to stop now)`
       )
-      const finished = yield* Fiber.await(workers).pipe(
-        Effect.raceFirst(Effect.as(nextSignal, "forced" as const)),
-        Effect.timeoutTo({
-          duration: config.shutdownGraceMs,
-          onTimeout: () => "grace-over" as const,
-          onSuccess: (exit) => (exit === "forced" ? exit : ("drained" as const))
-        })
-      )
-      if (finished !== "drained") {
+      const ended = yield* Deferred.make<"drained" | "forced" | "grace-over">()
+      const end = (how: "drained" | "forced" | "grace-over") => () => Deferred.unsafeDone(ended, Exit.succeed(how))
+      const timer = setTimeout(end("grace-over"), config.shutdownGraceMs)
+      const onSignal = end("forced")
+      process.once("SIGINT", onSignal)
+      process.once("SIGTERM", onSignal)
+      workers.addObserver(end("drained"))
+      const how = yield* Deferred.await(ended)
+      clearTimeout(timer)
+      process.off("SIGINT", onSignal)
+      process.off("SIGTERM", onSignal)
+      if (how !== "drained") {
         yield* Effect.logWarning(
-          `${finished === "forced" ? "stopping now" : "grace period over"}: interrupting requests in flight`
+          `${how === "forced" ? "stopping now" : "grace period over"}: interrupting requests in flight`
         )
         yield* Fiber.interrupt(workers)
       }

@@ -127,7 +127,10 @@ describe("the pipeline compiler", () => {
   it.effect("reports every problem at once", () =>
     Effect.gen(function* () {
       const problems = yield* problemsOf(`name: p\nstages:\n  - claim\n  - nope\n  - use: record\n    timeout: soon\n`)
-      expect(problems.map((p) => p.line)).toEqual([6])
+      expect(problems.map((p) => [p.line, p.stage])).toEqual([
+        [4, "nope"],
+        [6, "record"]
+      ])
       const more = yield* problemsOf(`name: p\nstages:\n  - claim\n  - nope\n  - also-nope\n`)
       expect(more.map((p) => p.stage)).toEqual(["nope", "also-nope"])
     })
