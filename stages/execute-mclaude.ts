@@ -50,6 +50,11 @@ export default Stage.make({
       const command = yield* resolveCommand(settings, base.PATH ?? "")
       const env: Record<string, string> = {
         ...base,
+        ...settings.env,
+        // Claude Code refuses to bypass permissions as root unless told it runs in a sandbox.
+        ...(Option.contains(settings.permissionMode, "bypassPermissions") && process.getuid?.() === 0
+          ? { IS_SANDBOX: "1" }
+          : {}),
         ...metadata,
         TMPDIR: workspace.tmpDir,
         CLAUDE_CODE_AGENT_ID: Option.getOrElse(worker.agentId, () => run.workerId),
@@ -66,6 +71,7 @@ export default Stage.make({
         command,
         prompt: request.prompt,
         model,
+        flags: settings.flags,
         cwd: workspace.dir,
         env,
         timeoutMs,

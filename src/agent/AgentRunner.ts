@@ -11,6 +11,8 @@ export interface AgentInvocation {
   readonly command: string
   readonly prompt: string
   readonly model: string | null
+  /** Flags from the pipeline (permission mode, tools, limits), placed before the prompt. */
+  readonly flags: ReadonlyArray<string>
   readonly cwd: string
   readonly env: Readonly<Record<string, string>>
   readonly timeoutMs: number
@@ -22,12 +24,13 @@ export interface AgentInvocation {
 /** Linux refuses a single argument longer than this (MAX_ARG_STRLEN). */
 export const maxPromptBytes = 128 * 1024
 
-export const agentArgs = (inv: Pick<AgentInvocation, "prompt" | "model">): Array<string> => [
+export const agentArgs = (inv: Pick<AgentInvocation, "prompt" | "model" | "flags">): Array<string> => [
   "--print",
   "--output-format",
   "json",
   ...(inv.model ? ["--model", inv.model] : []),
-  // After `--`, so that no prompt is ever read as a flag and no list-taking flag swallows it.
+  ...inv.flags,
+  // After `--`, so that no prompt is ever read as a flag and no list-taking flag (--allowedTools) swallows it.
   "--",
   inv.prompt
 ]

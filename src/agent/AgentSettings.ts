@@ -15,6 +15,10 @@ export interface AgentSettingsValue {
   readonly variant: string
   readonly configDir: string
   readonly model: Option.Option<string>
+  /** Flags that do not depend on the request, already in the CLI's spelling. */
+  readonly flags: ReadonlyArray<string>
+  readonly permissionMode: Option.Option<string>
+  readonly env: Readonly<Record<string, string>>
 }
 
 export class AgentNotFound extends Data.TaggedError("AgentNotFound")<{
@@ -32,7 +36,21 @@ export class AgentSettings extends Context.Tag("stageline/AgentSettings")<AgentS
     configDir: section.config_dir
       ? path.resolve(baseDir, expandHome(section.config_dir))
       : path.join(os.homedir(), ".cc-mirror", section.variant, "config"),
-    model: Option.fromNullable(section.model)
+    model: Option.fromNullable(section.model),
+    flags: [
+      ...(section.permission_mode ? ["--permission-mode", section.permission_mode] : []),
+      ...(section.allowed_tools && section.allowed_tools.length > 0
+        ? ["--allowedTools", ...section.allowed_tools]
+        : []),
+      ...(section.disallowed_tools && section.disallowed_tools.length > 0
+        ? ["--disallowedTools", ...section.disallowed_tools]
+        : []),
+      ...(section.max_turns ? ["--max-turns", String(section.max_turns)] : []),
+      ...(section.max_budget_usd ? ["--max-budget-usd", String(section.max_budget_usd)] : []),
+      ...(section.append_system_prompt ? ["--append-system-prompt", section.append_system_prompt] : [])
+    ],
+    permissionMode: Option.fromNullable(section.permission_mode),
+    env: section.env ?? {}
   })
 
   static readonly layer = (section: AgentSection, baseDir: string) =>

@@ -7,6 +7,7 @@ import { BuiltinStages } from "../../stages/index.js"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"
+import { demo } from "../demo/Demo.js"
 import { describePipeline, formatProblem, load, PipelineInvalid } from "../pipeline/Compiler.js"
 import { StageRegistry } from "../pipeline/StageRegistry.js"
 import { Queue } from "../queue/Queue.js"
@@ -128,9 +129,15 @@ const validate = Command.make("validate", { file: Args.file({ name: "file", exis
   ).pipe(Effect.provide(RegistryLive))
 ).pipe(Command.withDescription("Check a pipeline file; print its problems (exit 1) or the resolved pipeline."))
 
+const demoCommand = Command.make("demo", {}, () => demo).pipe(
+  Command.withDescription(
+    "Run one request end to end on the embedded PostgreSQL with the real Claude Code CLI (the model is scripted unless ANTHROPIC_API_KEY is set)."
+  )
+)
+
 const stageline = Command.make("stageline").pipe(
   Command.withDescription("A declarative pipeline runner for coding agents on PostgreSQL."),
-  Command.withSubcommands([run, migrateCommand, enqueue, status, validate])
+  Command.withSubcommands([demoCommand, run, migrateCommand, enqueue, status, validate])
 )
 
 export const cli = Command.run(stageline, { name: "stageline", version })

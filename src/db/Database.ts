@@ -35,6 +35,17 @@ export const urlLayer = Layer.scoped(
   })
 )
 
+/** Always the embedded server (the demo's), with a database of the given name on it. */
+export const embeddedUrlLayer = (database: string) =>
+  Layer.scoped(
+    DatabaseUrl,
+    Effect.gen(function* () {
+      const config = yield* databaseConfig
+      const server = yield* Embedded.start({ baseDir: config.embeddedDir, port: config.embeddedPort, database })
+      return server.url
+    })
+  )
+
 /** A client for the given URL: no name transforms, so JSON keys and columns arrive exactly as stored. */
 export const clientLayer = Layer.unwrapEffect(
   Effect.gen(function* () {

@@ -165,6 +165,9 @@ export const start = (options: EmbeddedPostgresOptions) =>
       try: () => {
         fs.mkdirSync(options.baseDir, { recursive: true, mode: 0o755 })
         if (serverUser) {
+          // The server's user must be able to pass through to its data directory.
+          const mode = fs.statSync(options.baseDir).mode & 0o777
+          if ((mode & 0o011) !== 0o011) fs.chmodSync(options.baseDir, mode | 0o011)
           fs.closeSync(fs.openSync(logFile, "a"))
           fs.chownSync(logFile, serverUser.uid, serverUser.gid)
         }

@@ -72,6 +72,26 @@ export const AgentSection = Schema.Struct({
   }),
   model: Schema.optional(Schema.String).annotations({
     description: "Model when the request names none (default: the agent's own)."
+  }),
+  permission_mode: Schema.optional(
+    Schema.Literal("default", "acceptEdits", "bypassPermissions", "plan", "dontAsk")
+  ).annotations({
+    description:
+      "The agent's --permission-mode (default: the agent's own). bypassPermissions as root sets IS_SANDBOX=1."
+  }),
+  allowed_tools: Schema.optional(Schema.Array(Schema.String)).annotations({
+    description: "Tools the agent may use without asking (--allowedTools)."
+  }),
+  disallowed_tools: Schema.optional(Schema.Array(Schema.String)).annotations({
+    description: "Tools the agent may not use (--disallowedTools)."
+  }),
+  max_turns: Schema.optional(Schema.Int.pipe(Schema.positive())).annotations({ description: "--max-turns" }),
+  max_budget_usd: Schema.optional(Schema.Number.pipe(Schema.positive())).annotations({
+    description: "--max-budget-usd"
+  }),
+  append_system_prompt: Schema.optional(Schema.String).annotations({ description: "--append-system-prompt" }),
+  env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })).annotations({
+    description: "Variables set for the agent, over those it inherits (requests cannot override them)."
   })
 })
 export type AgentSection = typeof AgentSection.Type

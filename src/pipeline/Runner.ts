@@ -9,7 +9,8 @@
 import { Data, Duration, Effect, Either, Schedule } from "effect"
 import { WorkerStopping } from "../worker/Lifecycle.js"
 import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
-import type { RunInfo, StageFailure } from "./RunContext.js"
+import type { RunInfo, StageFailure, StageReport } from "./RunContext.js"
+import { emit } from "./RunObserver.js"
 
 /** A stage ran longer than its `timeout`. */
 export class StageTimeout extends Data.TaggedError("StageTimeout")<{
@@ -107,17 +108,31 @@ const fail = (error: unknown): RunOutcome =>
 /** Runs one stage of a claimed request, recording in `ctx` what it provides or how it failed. */
 const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo) =>
   Effect.gen(function* () {
+    const requestId = (ctx.request as { id: string }).id
     const failure = ctx.failure as StageFailure | undefined
+    const finished = (report: StageReport) =>
+      Effect.zipRight(
+        Effect.sync(() => run.stages.push(report)),
+        emit({
+          _tag: "StageFinished",
+          requestId,
+          stage: report.stage,
+          outcome: report.outcome,
+          durationMs: report.durationMs,
+          ...(report.reason === undefined ? {} : { reason: report.reason })
+        })
+      )
     const skip = (reason: string) =>
-      run.stages.push({ stage: compiled.id, outcome: "skipped", durationMs: 0, attempts: 0, reason })
-    if (failure && !compiled.runsAfterFailure) return skip("an earlier stage failed")
+      finished({ stage: compiled.id, outcome: "skipped", durationMs: 0, attempts: 0, reason })
+    if (failure && !compiled.runsAfterFailure) return yield* skip("an earlier stage failed")
     const missing = compiled.stage.requires.filter((k) => ctx[k] === undefined)
     if (missing.length > 0) {
       const reason = `needs ${missing.map((k) => `"${k}"`).join(", ")}, which no earlier stage produced`
-      skip(reason)
+      yield* skip(reason)
       if (!failure) ctx.failure = { stage: compiled.id, tag: "StageSkipped", message: reason, status: "error" }
       return
     }
+    yield* emit({ _tag: "StageStarted", requestId, stage: compiled.id })
     const counter = { attempts: 0 }
     const started = Date.now()
     const result = yield* attemptStage(compiled, ctx, counter).pipe(
@@ -128,8 +143,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     const durationMs = Date.now() - started
     if (Either.isRight(result)) {
       Object.assign(ctx, result.right)
-      run.stages.push({ stage: compiled.id, outcome: "ok", durationMs, attempts: counter.attempts })
-      return
+      return yield* finished({ stage: compiled.id, outcome: "ok", durationMs, attempts: counter.attempts })
     }
     const tag = tagOf(result.left)
     const stageFailure: StageFailure = {
@@ -138,7 +152,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
       message: messageOf(result.left),
       status: tag === "StageTimeout" ? "timeout" : "error"
     }
-    run.stages.push({
+    yield* finished({
       stage: compiled.id,
       outcome: "failed",
       durationMs,
@@ -175,6 +189,7 @@ export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
         attempts: counter.attempts
       })
       const request = ctx.request as { id: string; attempts: number }
+      yield* emit({ _tag: "Claimed", requestId: request.id, attempt: request.attempts, workerId })
 
       const failure = yield* Effect.gen(function* () {
         yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`)

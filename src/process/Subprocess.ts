@@ -85,7 +85,9 @@ export const runSubprocess = (spec: SubprocessSpec) =>
         : [spec.command, ...spec.args]
       const command = Command.make(argv[0]!, ...argv.slice(1)).pipe(
         Command.workingDirectory(spec.cwd),
-        Command.env({ ...spec.env, [markerVariable]: token }, { extendEnv: false })
+        Command.env({ ...spec.env, [markerVariable]: token }, { extendEnv: false }),
+        // An open stdin with nothing on it makes some programs (the Claude Code CLI) wait for input.
+        Command.feed("")
       )
       const child = yield* Command.start(command).pipe(
         Effect.mapError(

@@ -2,7 +2,6 @@
  * The embedded server that `stageline run` uses when DATABASE_URL is not set.
  */
 import { spawn } from "node:child_process"
-import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
@@ -61,7 +60,6 @@ describe("the embedded PostgreSQL", () => {
     () =>
       Effect.gen(function* () {
         const baseDir = tempDir("embedded")
-        fs.chmodSync(baseDir, 0o755)
         const port = yield* Effect.promise(freePort)
         const options = { baseDir, port, database: "stageline" }
 

@@ -33,7 +33,6 @@ export default async function setup(project: TestProject) {
     return
   }
   const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), "stageline-test-pg-"))
-  fs.chmodSync(baseDir, 0o755)
   const scope = await Effect.runPromise(Scope.make())
   const server = await Effect.runPromise(
     Embedded.start({ baseDir, port: await freePort(), database: "stageline" }).pipe(Scope.extend(scope))

@@ -59,7 +59,9 @@ export const defaultStages = `
 `
 
 /** Writes a pipeline file whose agent is the test double, with a config dir of its own. */
-export const writePipeline = (options: { readonly stages?: string; readonly command?: string } = {}) => {
+export const writePipeline = (
+  options: { readonly stages?: string; readonly command?: string; readonly agent?: string } = {}
+) => {
   const dir = tempDir("pipeline")
   const file = path.join(dir, "pipeline.yaml")
   fs.writeFileSync(
@@ -68,6 +70,7 @@ export const writePipeline = (options: { readonly stages?: string; readonly comm
 agent:
   command: ${options.command ?? fakeAgent}
   config_dir: ./agent-config
+${options.agent ?? ""}
 stages:${options.stages ?? defaultStages}`
   )
   return { file, dir, configDir: path.join(dir, "agent-config") }

@@ -63,16 +63,25 @@ describe("mapping what the agent printed to a result status", () => {
 
 describe("the agent's command line", () => {
   it("puts the prompt after -- so it is never read as a flag", () => {
-    expect(agentArgs({ prompt: "--help me", model: "opus" })).toEqual([
+    expect(agentArgs({ prompt: "--help me", model: "opus", flags: ["--allowedTools", "Bash", "Edit"] })).toEqual([
       "--print",
       "--output-format",
       "json",
       "--model",
       "opus",
+      "--allowedTools",
+      "Bash",
+      "Edit",
       "--",
       "--help me"
     ])
-    expect(agentArgs({ prompt: "p", model: null })).toEqual(["--print", "--output-format", "json", "--", "p"])
+    expect(agentArgs({ prompt: "p", model: null, flags: [] })).toEqual([
+      "--print",
+      "--output-format",
+      "json",
+      "--",
+      "p"
+    ])
   })
 })
 

@@ -1,0 +1,27 @@
+/**
+ * Who wants to hear about a run as it happens: the demo prints each stage, and later the events table and
+ * the dashboard listen here too. The default hears nothing.
+ */
+import { Context, Effect } from "effect"
+
+export type RunEvent =
+  | { readonly _tag: "Claimed"; readonly requestId: string; readonly attempt: number; readonly workerId: string }
+  | { readonly _tag: "StageStarted"; readonly requestId: string; readonly stage: string }
+  | {
+      readonly _tag: "StageFinished"
+      readonly requestId: string
+      readonly stage: string
+      readonly outcome: "ok" | "failed" | "skipped"
+      readonly durationMs: number
+      readonly reason?: string
+    }
+
+export interface Observer {
+  readonly onEvent: (event: RunEvent) => Effect.Effect<void>
+}
+
+export class RunObserver extends Context.Reference<RunObserver>()("stageline/RunObserver", {
+  defaultValue: (): Observer => ({ onEvent: () => Effect.void })
+}) {}
+
+export const emit = (event: RunEvent) => Effect.flatMap(RunObserver, (observer) => observer.onEvent(event))
