@@ -52,7 +52,14 @@ export default Stage.make({
             )
           )
         )
-        if (Option.isSome(claimed)) return { request: claimed.value }
+        if (Option.isSome(claimed)) {
+          // A claim sent just before the shutdown began can still land after it: hand that request back.
+          if (yield* Lifecycle.isDraining) {
+            yield* queue.release(claimed.value.id, workerId)
+            return yield* new WorkerStopping({ reason: "draining", message: "the worker is shutting down" })
+          }
+          return { request: claimed.value }
+        }
         if (lifecycle.once) {
           return yield* new WorkerStopping({ reason: "queue-empty", message: "no pending requests left" })
         }
