@@ -11,11 +11,25 @@ import * as Stage from "../src/pipeline/Stage.js"
 import { Queue } from "../src/queue/Queue.js"
 
 const statusOf = (input: StageInput<"request">): { status: ResultStatus; error: string | null } => {
-  if (input.failure) {
-    return { status: input.failure.status, error: `stage ${input.failure.stage} failed: ${input.failure.message}` }
+  const failure = input.failure
+  if (failure) {
+    // Crashes and timeouts already say which stage (and plugin) they were.
+    const named = failure.message.startsWith(`stage "${failure.stage}"`)
+    const plugin = failure.origin.startsWith("plugin ") ? ` (${failure.origin})` : ""
+    return {
+      status: failure.status,
+      error: named ? failure.message : `stage "${failure.stage}"${plugin} failed: ${failure.message}`
+    }
   }
   if (input.agent) return { status: input.agent.status, error: input.agent.error }
   return { status: "success", error: null }
+}
+
+const builtinKeys = new Set(["run", "request", "workspace", "skill", "agent", "git", "failure"])
+
+const extraKeys = (input: object): Record<string, unknown> | null => {
+  const extra = Object.fromEntries(Object.entries(input).filter(([key]) => !builtinKeys.has(key)))
+  return Object.keys(extra).length > 0 ? extra : null
 }
 
 export default Stage.make({
@@ -45,7 +59,9 @@ export default Stage.make({
         workspace: workspace ? { dir: workspace.dir, repo_url: workspace.repoUrl, branch: workspace.branch } : null,
         skill: skill ? { skill: skill.skill, installed: skill.installed, domains: skill.domains } : null,
         failure: input.failure ?? null,
-        stages: run.stages
+        stages: run.stages,
+        // What plugin stages added to the run context, under their own keys.
+        extra: extraKeys(input)
       }
       const outcome = yield* queue.record({
         requestId: request.id,

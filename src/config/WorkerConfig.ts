@@ -1,10 +1,11 @@
 /**
- * The worker's settings, read from the environment. The names are the seed worker's, so a deployment that
- * configured it keeps its meaning here; the `STAGELINE_*` ones are new.
+ * The worker's settings: from the environment, the pipeline file and the defaults (see `resolve` for the
+ * order). The variable names are the seed worker's, so a deployment that configured it keeps its meaning
+ * here; the `STAGELINE_*` ones are new.
  */
 import * as os from "node:os"
 import * as path from "node:path"
-import { Config, Context, Effect, Layer, type Option } from "effect"
+import { Config, Context, Effect, Layer, Option } from "effect"
 import { defaultBaseDir } from "../db/EmbeddedPostgres.js"
 
 export interface WorkerSettings {
@@ -30,42 +31,77 @@ export interface WorkerSettings {
   readonly shutdownGraceMs: number
 }
 
-export class WorkerConfig extends Context.Tag("stageline/WorkerConfig")<WorkerConfig, WorkerSettings>() {
-  static readonly config: Config.Config<WorkerSettings> = Config.all({
-    workerCount: Config.integer("WORKER_COUNT").pipe(
-      Config.validate({ message: "WORKER_COUNT must be at least 1", validation: (n) => n >= 1 }),
-      Config.withDefault(1)
-    ),
-    pollIntervalMs: Config.integer("POLL_INTERVAL_MS").pipe(
-      Config.validate({ message: "POLL_INTERVAL_MS must be at least 10", validation: (n) => n >= 10 }),
-      Config.withDefault(5_000)
-    ),
-    agentTimeoutMs: Config.integer("MCLAUDE_TIMEOUT_MS").pipe(
-      Config.validate({ message: "MCLAUDE_TIMEOUT_MS must be positive", validation: (n) => n > 0 }),
-      Config.withDefault(30 * 60 * 1000)
-    ),
-    cleanupAfterComplete: Config.boolean("CLEANUP_AFTER_COMPLETE").pipe(Config.withDefault(true)),
-    workspaceBase: Config.string("WORKSPACE_BASE").pipe(
-      Config.withDefault(path.join(defaultBaseDir(), "workspaces")),
-      Config.map((dir) => path.resolve(dir))
-    ),
-    agentType: Config.option(Config.nonEmptyString("CLAUDE_CODE_AGENT_TYPE")),
-    agentId: Config.option(Config.nonEmptyString("CLAUDE_CODE_AGENT_ID")),
-    teamMode: Config.option(Config.nonEmptyString("CLAUDE_CODE_TEAM_MODE")),
-    workerName: Config.nonEmptyString("STAGELINE_WORKER_ID").pipe(
-      Config.withDefault(`${os.hostname()}-${process.pid}`)
-    ),
-    shutdownGraceMs: Config.integer("STAGELINE_SHUTDOWN_GRACE_MS").pipe(
-      Config.validate({ message: "STAGELINE_SHUTDOWN_GRACE_MS must be >= 0", validation: (n) => n >= 0 }),
-      Config.withDefault(60_000)
-    )
+/** The defaults, where neither the environment nor the pipeline file says otherwise. */
+export const defaults = {
+  workerCount: 1,
+  pollIntervalMs: 5_000,
+  agentTimeoutMs: 30 * 60 * 1000,
+  cleanupAfterComplete: true,
+  workspaceBase: path.join(defaultBaseDir(), "workspaces"),
+  shutdownGraceMs: 60_000
+} as const
+
+/** The settings a pipeline file may give (its `queue`, `workspace` and `agent.timeout`). */
+export type FileSettings = Partial<
+  Pick<
+    WorkerSettings,
+    "workerCount" | "pollIntervalMs" | "agentTimeoutMs" | "cleanupAfterComplete" | "workspaceBase" | "shutdownGraceMs"
+  >
+>
+
+const atLeast = (name: string, min: number) => (config: Config.Config<number>) =>
+  config.pipe(Config.validate({ message: `${name} must be at least ${min}`, validation: (n) => n >= min }))
+
+/** The environment's word on each setting, where it has one. */
+const fromEnv = Config.all({
+  workerCount: Config.option(Config.integer("WORKER_COUNT").pipe(atLeast("WORKER_COUNT", 1))),
+  pollIntervalMs: Config.option(Config.integer("POLL_INTERVAL_MS").pipe(atLeast("POLL_INTERVAL_MS", 10))),
+  agentTimeoutMs: Config.option(Config.integer("MCLAUDE_TIMEOUT_MS").pipe(atLeast("MCLAUDE_TIMEOUT_MS", 1))),
+  cleanupAfterComplete: Config.option(Config.boolean("CLEANUP_AFTER_COMPLETE")),
+  workspaceBase: Config.option(Config.nonEmptyString("WORKSPACE_BASE")),
+  shutdownGraceMs: Config.option(
+    Config.integer("STAGELINE_SHUTDOWN_GRACE_MS").pipe(atLeast("STAGELINE_SHUTDOWN_GRACE_MS", 0))
+  ),
+  agentType: Config.option(Config.nonEmptyString("CLAUDE_CODE_AGENT_TYPE")),
+  agentId: Config.option(Config.nonEmptyString("CLAUDE_CODE_AGENT_ID")),
+  teamMode: Config.option(Config.nonEmptyString("CLAUDE_CODE_TEAM_MODE")),
+  workerName: Config.nonEmptyString("STAGELINE_WORKER_ID").pipe(Config.withDefault(`${os.hostname()}-${process.pid}`))
+})
+
+/**
+ * The one precedence, for every setting: a request's own config (where it may set one: the agent's
+ * timeout, model and limits), then the environment, then the pipeline file, then the default. The
+ * environment wins over the file because the file is shared by every deployment of a pipeline and the
+ * environment is the deployment's own.
+ */
+export const resolve = (file: FileSettings) =>
+  Effect.map(fromEnv, (env): WorkerSettings => {
+    const pick = <K extends keyof FileSettings>(key: K) =>
+      Option.getOrElse(env[key] as Option.Option<NonNullable<FileSettings[K]>>, () => file[key] ?? defaults[key])
+    return {
+      workerCount: pick("workerCount"),
+      pollIntervalMs: pick("pollIntervalMs"),
+      agentTimeoutMs: pick("agentTimeoutMs"),
+      cleanupAfterComplete: pick("cleanupAfterComplete"),
+      workspaceBase: path.resolve(pick("workspaceBase")),
+      shutdownGraceMs: pick("shutdownGraceMs"),
+      agentType: env.agentType,
+      agentId: env.agentId,
+      teamMode: env.teamMode,
+      workerName: env.workerName
+    }
   })
 
-  static readonly layerFromEnv = Layer.effect(WorkerConfig, WorkerConfig.config)
+export class WorkerConfig extends Context.Tag("stageline/WorkerConfig")<WorkerConfig, WorkerSettings>() {
+  /** From the environment over the pipeline file's settings over the defaults. */
+  static readonly layerFor = (file: FileSettings) => Layer.effect(WorkerConfig, resolve(file))
 
+  static readonly layerFromEnv = WorkerConfig.layerFor({})
+
+  /** For tests and the demo: the given settings over everything else. */
   static readonly layer = (overrides: Partial<WorkerSettings>) =>
     Layer.effect(
       WorkerConfig,
-      Effect.map(WorkerConfig.config, (settings) => ({ ...settings, ...overrides }))
+      Effect.map(resolve({}), (settings) => ({ ...settings, ...overrides }))
     )
 }

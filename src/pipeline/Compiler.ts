@@ -7,7 +7,18 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Data, Effect, Either, Schema } from "effect"
 import { LineCounter, type Node, parseDocument } from "yaml"
-import { type AgentSection, PipelineShape, type Retry, type StageEntry, StageEntryOrName } from "./PipelineFile.js"
+import type { FileSettings } from "../config/WorkerConfig.js"
+import {
+  type AgentSection,
+  PipelineShape,
+  type QueueSection,
+  type Retry,
+  type StageEntry,
+  StageEntryOrName,
+  type When,
+  type WorkspaceSection
+} from "./PipelineFile.js"
+import { loadPlugins } from "./Plugins.js"
 import type { ContextKey } from "./RunContext.js"
 import { pathToField, relevantIssues } from "./SchemaIssues.js"
 import type { AnyStage } from "./Stage.js"
@@ -39,6 +50,9 @@ export interface CompiledStage {
   /** Unique in the pipeline: the entry's `id`, or the stage's name. */
   readonly id: string
   readonly stage: AnyStage
+  /** Where the stage comes from: built in, or which plugin; named in its errors. */
+  readonly origin: string
+  readonly when: When | null
   readonly options: unknown
   readonly timeoutMs: number | null
   readonly retry: Retry | null
@@ -50,8 +64,13 @@ export interface CompiledPipeline {
   readonly file: string
   readonly dir: string
   readonly agent: AgentSection
+  /** The file's queue, workspace and agent-timeout settings (the environment still wins over them). */
+  readonly settings: FileSettings
   readonly stages: ReadonlyArray<CompiledStage>
 }
+
+/** Stages from plugins get this limit unless the pipeline sets one: a plugin that hangs fails its request. */
+export const pluginDefaultTimeoutMs = 10 * 60_000
 
 /** The keys every run has before its first stage. */
 const engineProvided: ReadonlyArray<ContextKey> = ["run"]
@@ -116,6 +135,16 @@ export const compile = (file: string, text: string) =>
       return yield* fail()
     }
     const pipeline = decoded.right
+    const dir = path.dirname(file)
+    for (const problem of yield* loadPlugins(pipeline.plugins ?? [], dir)) {
+      problems.push({
+        file,
+        line: lineOf(["plugins", problem.index]),
+        stage: null,
+        field: `plugins[${problem.index}]`,
+        message: problem.message
+      })
+    }
     const entries: Array<StageEntry | null> = pipeline.stages.map((rawEntry, index) => {
       const entry = decodeEntry(rawEntry)
       if (Either.isRight(entry)) return typeof entry.right === "string" ? { use: entry.right } : entry.right
@@ -195,12 +224,26 @@ export const compile = (file: string, text: string) =>
           message: `the first stage must claim a request (provide "request"), as "claim" does`
         })
       }
+      if (entry.when) {
+        const target = whenPath(entry.when)
+        const key = target.split(".")[0]!
+        if (!provided.has(key)) {
+          problems.push({
+            ...at("when", ["when"]),
+            message: `tests "${target}", but no earlier stage provides "${key}"`
+          })
+        }
+      }
       for (const key of stage.provides) if (!provided.has(key)) provided.set(key, id)
+      const origin = registry.origin(entry.use) ?? "unknown"
+      const isPlugin = origin.startsWith("plugin ")
       compiled.push({
         id,
         stage,
+        origin,
+        when: entry.when ?? null,
         options: options.right,
-        timeoutMs: entry.timeout ?? null,
+        timeoutMs: entry.timeout ?? (isPlugin ? pluginDefaultTimeoutMs : null),
         retry: entry.retry ?? null,
         runsAfterFailure: entry.after_failure ?? stage.runsAfterFailure
       })
@@ -209,11 +252,33 @@ export const compile = (file: string, text: string) =>
     return {
       name: pipeline.name,
       file,
-      dir: path.dirname(file),
+      dir,
       agent: pipeline.agent,
+      settings: fileSettings(pipeline, dir),
       stages: compiled
     } satisfies CompiledPipeline
   })
+
+const whenPath = (when: When): string =>
+  "exists" in when
+    ? when.exists
+    : "missing" in when
+      ? when.missing
+      : "equals" in when
+        ? when.equals.path
+        : when.not_equals.path
+
+const fileSettings = (
+  pipeline: { queue: QueueSection; workspace: WorkspaceSection; agent: AgentSection },
+  dir: string
+): FileSettings => ({
+  ...(pipeline.queue.concurrency === undefined ? {} : { workerCount: pipeline.queue.concurrency }),
+  ...(pipeline.queue.poll_interval === undefined ? {} : { pollIntervalMs: pipeline.queue.poll_interval }),
+  ...(pipeline.queue.shutdown_grace === undefined ? {} : { shutdownGraceMs: pipeline.queue.shutdown_grace }),
+  ...(pipeline.workspace.base === undefined ? {} : { workspaceBase: path.resolve(dir, pipeline.workspace.base) }),
+  ...(pipeline.workspace.cleanup === undefined ? {} : { cleanupAfterComplete: pipeline.workspace.cleanup }),
+  ...(pipeline.agent.timeout === undefined ? {} : { agentTimeoutMs: pipeline.agent.timeout })
+})
 
 const duplicateMessage = (id: string) => `the name "${id}" is used twice; give one of them an \`id\` of its own`
 
@@ -245,9 +310,12 @@ export const describePipeline = (pipeline: CompiledPipeline) => ({
   name: pipeline.name,
   file: pipeline.file,
   agent: pipeline.agent,
+  settings: pipeline.settings,
   stages: pipeline.stages.map((s) => ({
     id: s.id,
     use: s.stage.name,
+    origin: s.origin,
+    when: s.when,
     requires: s.stage.requires,
     provides: s.stage.provides,
     options: s.options,

@@ -46,6 +46,28 @@ export const Retry = Schema.Struct({
 })
 export type Retry = typeof Retry.Type
 
+/** A dotted path into the run context: `git.prUrl`, `request.metadata.prNumber`. */
+export const FieldPath = Schema.String.pipe(
+  Schema.pattern(/^[a-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$/, {
+    message: () => "a field path is a context key and its fields, joined by dots: git.prUrl"
+  })
+)
+
+const Scalar = Schema.Union(Schema.String, Schema.Number, Schema.Boolean, Schema.Null)
+
+/** When a stage runs: a small predicate on the run context, evaluated, never executed. */
+export const When = Schema.Union(
+  Schema.Struct({ exists: FieldPath }).annotations({ description: "Runs when the field is present (not null)." }),
+  Schema.Struct({ missing: FieldPath }).annotations({ description: "Runs when the field is absent or null." }),
+  Schema.Struct({ equals: Schema.Struct({ path: FieldPath, value: Scalar }) }).annotations({
+    description: "Runs when the field equals the value."
+  }),
+  Schema.Struct({ not_equals: Schema.Struct({ path: FieldPath, value: Scalar }) }).annotations({
+    description: "Runs when the field is absent or differs from the value."
+  })
+)
+export type When = typeof When.Type
+
 export const StageEntry = Schema.Struct({
   use: Schema.String.annotations({ description: "The stage's registered name." }),
   id: Schema.optional(Schema.String).annotations({
@@ -56,7 +78,8 @@ export const StageEntry = Schema.Struct({
   retry: Schema.optional(Retry),
   after_failure: Schema.optional(Schema.Boolean).annotations({
     description: "Run even when an earlier stage failed (record does by default)."
-  })
+  }),
+  when: Schema.optional(When)
 })
 export type StageEntry = typeof StageEntry.Type
 
@@ -90,14 +113,49 @@ export const AgentSection = Schema.Struct({
     description: "--max-budget-usd"
   }),
   append_system_prompt: Schema.optional(Schema.String).annotations({ description: "--append-system-prompt" }),
+  mcp_config: Schema.optional(Schema.String).annotations({
+    description: "--mcp-config: a file (relative to the pipeline file) or inline JSON."
+  }),
+  timeout: Schema.optional(DurationMs).annotations({
+    description: "Limit on one agent run (default 30m; MCLAUDE_TIMEOUT_MS and a request's timeout_minutes win)."
+  }),
   env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })).annotations({
     description: "Variables set for the agent, over those it inherits (requests cannot override them)."
   })
 })
 export type AgentSection = typeof AgentSection.Type
 
+export const QueueSection = Schema.Struct({
+  concurrency: Schema.optional(Schema.Int.pipe(Schema.between(1, 1024))).annotations({
+    description: "Requests processed at once per process (default 1; WORKER_COUNT wins)."
+  }),
+  poll_interval: Schema.optional(DurationMs).annotations({
+    description: "Fallback poll when no notification arrives (default 5s; POLL_INTERVAL_MS wins)."
+  }),
+  shutdown_grace: Schema.optional(DurationMs).annotations({
+    description: "How long requests in flight may finish after SIGTERM (default 60s; STAGELINE_SHUTDOWN_GRACE_MS wins)."
+  })
+})
+export type QueueSection = typeof QueueSection.Type
+
+export const WorkspaceSection = Schema.Struct({
+  base: Schema.optional(Schema.String).annotations({
+    description:
+      "Where workspaces are made, relative to the pipeline file (default <data dir>/workspaces; WORKSPACE_BASE wins)."
+  }),
+  cleanup: Schema.optional(Schema.Boolean).annotations({
+    description: "Remove a workspace when its request ends (default true; CLEANUP_AFTER_COMPLETE wins)."
+  })
+})
+export type WorkspaceSection = typeof WorkspaceSection.Type
+
 export const PipelineFile = Schema.Struct({
   $schema: Schema.optional(Schema.String),
+  plugins: Schema.optional(Schema.Array(Schema.String)).annotations({
+    description: "Modules adding stages: paths relative to this file, or package names."
+  }),
+  queue: Schema.optionalWith(QueueSection, { default: () => ({}) }),
+  workspace: Schema.optionalWith(WorkspaceSection, { default: () => ({}) }),
   name: Schema.String.pipe(
     Schema.pattern(/^[a-z0-9][a-z0-9-]*$/, { message: () => "use lower-case letters, digits and -" })
   ),

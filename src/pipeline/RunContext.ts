@@ -71,6 +71,8 @@ export interface GitArtifacts {
 /** How an earlier stage failed; stages that run after a failure (record, clean-up) read it. */
 export interface StageFailure {
   readonly stage: string
+  /** Where the stage comes from ("stageline (built-in)", "plugin ./x.ts"). */
+  readonly origin: string
   /** The error's `_tag`, which `retry.retry_on` matches. */
   readonly tag: string
   readonly message: string

@@ -11,6 +11,7 @@ import { WorkerStopping } from "../worker/Lifecycle.js"
 import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
 import type { RunInfo, StageFailure, StageReport } from "./RunContext.js"
 import { emit } from "./RunObserver.js"
+import { describeWhen, holds } from "./When.js"
 
 /** A stage ran longer than its `timeout`. */
 export class StageTimeout extends Data.TaggedError("StageTimeout")<{
@@ -55,6 +56,10 @@ const schedule = (retry: NonNullable<CompiledStage["retry"]>) => {
   return Schedule.intersect(delays, Schedule.recurs(retry.times))
 }
 
+/** `stage "x"`, and for a plugin's stage which plugin it came from. */
+const named = (compiled: CompiledStage) =>
+  compiled.origin.startsWith("plugin ") ? `stage "${compiled.id}" (${compiled.origin})` : `stage "${compiled.id}"`
+
 const attemptStage = (compiled: CompiledStage, ctx: Record<string, unknown>, counter: { attempts: number }) => {
   const { stage, id } = compiled
   const once = Effect.suspend(() => {
@@ -62,7 +67,7 @@ const attemptStage = (compiled: CompiledStage, ctx: Record<string, unknown>, cou
     return stage.run(compiled.options)(ctx as never)
   }).pipe(
     Effect.catchAllDefect((defect) =>
-      Effect.fail(new StageCrashed({ stage: id, message: `stage "${id}" crashed: ${messageOf(defect)}` }))
+      Effect.fail(new StageCrashed({ stage: id, message: `${named(compiled)} crashed: ${messageOf(defect)}` }))
     ),
     Effect.flatMap((output) => {
       const missing =
@@ -74,7 +79,7 @@ const attemptStage = (compiled: CompiledStage, ctx: Record<string, unknown>, cou
         : Effect.fail(
             new StageCrashed({
               stage: id,
-              message: `stage "${id}" promised ${missing.map((k) => `"${k}"`).join(", ")} but did not return ${
+              message: `${named(compiled)} promised ${missing.map((k) => `"${k}"`).join(", ")} but did not return ${
                 missing.length === 1 ? "it" : "them"
               }`
             })
@@ -87,7 +92,10 @@ const attemptStage = (compiled: CompiledStage, ctx: Record<string, unknown>, cou
       : Effect.timeoutFail(once, {
           duration: Duration.millis(compiled.timeoutMs),
           onTimeout: () =>
-            new StageTimeout({ stage: id, message: `stage "${id}" did not finish within ${compiled.timeoutMs} ms` })
+            new StageTimeout({
+              stage: id,
+              message: `${named(compiled)} did not finish within ${compiled.timeoutMs} ms`
+            })
         })
   const retry = compiled.retry
   if (retry === null || retry.times === 0) return limited
@@ -125,11 +133,21 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     const skip = (reason: string) =>
       finished({ stage: compiled.id, outcome: "skipped", durationMs: 0, attempts: 0, reason })
     if (failure && !compiled.runsAfterFailure) return yield* skip("an earlier stage failed")
+    if (compiled.when && !holds(compiled.when, ctx))
+      return yield* skip(`its condition (${describeWhen(compiled.when)}) is false`)
     const missing = compiled.stage.requires.filter((k) => ctx[k] === undefined)
     if (missing.length > 0) {
       const reason = `needs ${missing.map((k) => `"${k}"`).join(", ")}, which no earlier stage produced`
       yield* skip(reason)
-      if (!failure) ctx.failure = { stage: compiled.id, tag: "StageSkipped", message: reason, status: "error" }
+      if (!failure) {
+        ctx.failure = {
+          stage: compiled.id,
+          origin: compiled.origin,
+          tag: "StageSkipped",
+          message: reason,
+          status: "error"
+        }
+      }
       return
     }
     yield* emit({ _tag: "StageStarted", requestId, stage: compiled.id })
@@ -148,6 +166,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     const tag = tagOf(result.left)
     const stageFailure: StageFailure = {
       stage: compiled.id,
+      origin: compiled.origin,
       tag,
       message: messageOf(result.left),
       status: tag === "StageTimeout" ? "timeout" : "error"

@@ -21,7 +21,7 @@
 import type { FileSystem, Path } from "@effect/platform"
 import type { CommandExecutor } from "@effect/platform/CommandExecutor"
 import type { SqlClient } from "@effect/sql/SqlClient"
-import { Context, type Effect, type Schema, type Scope } from "effect"
+import { Context, type Effect, Schema, type Scope } from "effect"
 import type { AgentSettings } from "../agent/AgentSettings.js"
 import type { WorkerConfig } from "../config/WorkerConfig.js"
 import type { Queue } from "../queue/Queue.js"
@@ -107,6 +107,6 @@ export const isStage = (u: unknown): u is AnyStage => {
     typeof s.run === "function" &&
     Array.isArray(s.requires) &&
     Array.isArray(s.provides) &&
-    typeof s.options === "object"
+    Schema.isSchema(s.options)
   )
 }

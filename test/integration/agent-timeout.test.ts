@@ -69,7 +69,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("an ag
       const [result] = yield* sql<{ status: string; error: string }>`SELECT status, error
           FROM orchestration_results WHERE request_id = ${row!.id}`
       expect(result!.status).toBe("timeout")
-      expect(result!.error).toBe('stage execute-mclaude failed: stage "execute-mclaude" did not finish within 500 ms')
+      expect(result!.error).toBe('stage "execute-mclaude" did not finish within 500 ms')
     })
   )
 })

@@ -51,6 +51,22 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("what 
     })
   )
 
+  it.effect("takes the request's model and timeout over the pipeline's and the environment's", () =>
+    Effect.gen(function* () {
+      const own = yield* insert({ prompt: "@args", config: { model: "opus" } })
+      const inherited = yield* insert({ prompt: "@args" })
+      const quick = yield* insert({ prompt: "@sleep 20000", config: { timeout_minutes: 0.01 } })
+      const pipeline = writePipeline({ agent: "  model: haiku\n  timeout: 10m" })
+      // MCLAUDE_TIMEOUT_MS (the environment) says a minute; the request says 600 ms.
+      yield* runOnce(pipeline.file, { workerCount: 3, agentTimeoutMs: 60_000 })
+      expect((yield* outcomeOf(own)).text).toContain('"--model","opus"')
+      expect((yield* outcomeOf(inherited)).text).toContain('"--model","haiku"')
+      const timedOut = yield* outcomeOf(quick)
+      expect(timedOut.status).toBe("timeout")
+      expect(timedOut.error).toContain("within 600 ms")
+    })
+  )
+
   it.effect("fails bad requests with a clear error in their result row, and keeps working", () =>
     Effect.gen(function* () {
       const repo = makeBareRepo()

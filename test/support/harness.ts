@@ -10,7 +10,7 @@ import * as path from "node:path"
 import { NodeContext } from "@effect/platform-node"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { RegistryLive } from "../../src/cli/Cli.js"
-import { WorkerConfig, type WorkerSettings } from "../../src/config/WorkerConfig.js"
+import { type FileSettings, resolve, WorkerConfig, type WorkerSettings } from "../../src/config/WorkerConfig.js"
 import { load } from "../../src/pipeline/Compiler.js"
 import * as Worker from "../../src/worker/Worker.js"
 
@@ -60,13 +60,14 @@ export const defaultStages = `
 
 /** Writes a pipeline file whose agent is the test double, with a config dir of its own. */
 export const writePipeline = (
-  options: { readonly stages?: string; readonly command?: string; readonly agent?: string } = {}
+  options: { readonly stages?: string; readonly command?: string; readonly agent?: string; readonly top?: string } = {}
 ) => {
   const dir = tempDir("pipeline")
   const file = path.join(dir, "pipeline.yaml")
   fs.writeFileSync(
     file,
     `name: test-pipeline
+${options.top ?? ""}
 agent:
   command: ${options.command ?? fakeAgent}
   config_dir: ./agent-config
@@ -76,16 +77,28 @@ stages:${options.stages ?? defaultStages}`
   return { file, dir, configDir: path.join(dir, "agent-config") }
 }
 
-/** Worker settings for a test: its own workspace base, short timeouts. */
-export const testWorkerConfig = (overrides: Partial<WorkerSettings> = {}) =>
-  WorkerConfig.layer({ workspaceBase: tempDir("ws"), pollIntervalMs: 200, workerCount: 1, ...overrides })
+/** Worker settings for a test, as the CLI resolves them, then its own workspace base and short polls. */
+const testWorkerConfig = (file: FileSettings, overrides: Partial<WorkerSettings>) =>
+  Layer.effect(
+    WorkerConfig,
+    Effect.map(resolve(file), (settings) => ({
+      ...settings,
+      workspaceBase: tempDir("ws"),
+      pollIntervalMs: 200,
+      workerCount: 1,
+      ...overrides
+    }))
+  )
 
 /** Loads the pipeline and runs the worker until the queue is empty. Needs SqlClient and DatabaseUrl. */
 export const runOnce = (pipelineFile: string, overrides: Partial<WorkerSettings> = {}) =>
   Effect.gen(function* () {
-    const compiled = yield* load(pipelineFile)
-    return yield* Worker.run(compiled).pipe(Effect.provide(Worker.stageServices(compiled, { once: true })))
-  }).pipe(Effect.provide(Layer.mergeAll(RegistryLive, testWorkerConfig(overrides), NodeContext.layer, quiet)))
+    const compiled = yield* load(pipelineFile).pipe(Effect.provide(RegistryLive))
+    return yield* Worker.run(compiled).pipe(
+      Effect.provide(Worker.stageServices(compiled, { once: true })),
+      Effect.provide(testWorkerConfig(compiled.settings, overrides))
+    )
+  }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, quiet)))
 
 /** Tests log errors only, unless TEST_LOG_LEVEL=debug|info asks for more. */
 const quiet = Logger.minimumLogLevel(

@@ -81,8 +81,8 @@ describe("the pipeline compiler", () => {
         `name: p\nstages:\n  - claim\n  - use: customize-skill\n    with:\n      domain: [x]\n  - record\n`
       )
       expect(inOptions[0]).toMatchObject({ stage: "customize-skill", field: "with.domain", line: 6 })
-      const atTop = yield* problemsOf(`name: p\nqueue: {}\nstages:\n  - claim\n`)
-      expect(atTop[0]).toMatchObject({ field: "queue", line: 2, stage: null })
+      const atTop = yield* problemsOf(`name: p\nqueues: {}\nstages:\n  - claim\n`)
+      expect(atTop[0]).toMatchObject({ field: "queues", line: 2, stage: null })
     })
   )
 

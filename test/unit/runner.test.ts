@@ -215,3 +215,43 @@ describe("the pipeline runner", () => {
     })
   )
 })
+
+describe("a stage's when", () => {
+  it.live("runs the stage only when its condition holds on the run context", () =>
+    Effect.gen(function* () {
+      yield* runPipeline(`  - id: on-main
+    use: observer
+    when: { equals: { path: request.branch, value: main } }
+  - id: on-other
+    use: observer
+    when: { equals: { path: request.branch, value: develop } }
+  - id: has-prompt
+    use: observer
+    when: { exists: request.prompt }
+  - id: no-repo
+    use: observer
+    when: { missing: request.repo_url }
+  - id: not-main
+    use: observer
+    when: { not_equals: { path: request.branch, value: main } }
+`)
+      // on-main, has-prompt and no-repo ran; on-other and not-main were skipped.
+      expect(calls.observer).toHaveLength(3)
+    })
+  )
+
+  it.effect("is checked at load: the field it tests must come from an earlier stage", () =>
+    Effect.gen(function* () {
+      const error = yield* compile(
+        "/t.yaml",
+        "name: t\nstages:\n  - fake-claim\n  - use: observer\n    when: { exists: git.prUrl }\n"
+      ).pipe(
+        Effect.provide(Registry),
+        Effect.flip,
+        Effect.map((e) => e as PipelineInvalid)
+      )
+      expect(error.problems[0]).toMatchObject({ line: 5, stage: "observer", field: "when" })
+      expect(error.problems[0]!.message).toBe('tests "git.prUrl", but no earlier stage provides "git"')
+    })
+  )
+})

@@ -1,0 +1,103 @@
+/**
+ * Plugins: loaded from the pipeline file, registered like the built-ins, and kept from hurting anything
+ * but their own request.
+ */
+import * as path from "node:path"
+import { SqlClient } from "@effect/sql"
+import { expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { RegistryLive } from "../../src/cli/Cli.js"
+import { load, PipelineInvalid } from "../../src/pipeline/Compiler.js"
+import { runOnce, writePipeline } from "../support/harness.js"
+import { TestDatabase } from "../support/TestDatabase.js"
+
+const fixtures = path.join(import.meta.dirname, "..", "fixtures", "plugins")
+
+const problemsOf = (file: string) =>
+  load(file).pipe(
+    Effect.flip,
+    Effect.map((e) => {
+      expect(e).toBeInstanceOf(PipelineInvalid)
+      return (e as PipelineInvalid).problems
+    }),
+    Effect.provide(RegistryLive)
+  )
+
+const pipelineWith = (plugins: ReadonlyArray<string>, stages: string) =>
+  writePipeline({ top: `plugins:\n${plugins.map((p) => `  - ${p}`).join("\n")}`, stages })
+
+layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("plugins", (it) => {
+  it.effect("load from a path, as one stage or as a Layer of several", () =>
+    Effect.gen(function* () {
+      const pipeline = pipelineWith(
+        [path.join(fixtures, "one-stage.ts"), path.join(fixtures, "misbehaving.ts")],
+        "\n  - claim\n  - one-stage\n  - use: notes\n    with: { text: hi }\n  - record\n"
+      )
+      const compiled = yield* load(pipeline.file).pipe(Effect.provide(RegistryLive))
+      expect(compiled.stages.map((s) => [s.id, s.origin])).toEqual([
+        ["claim", "stageline (built-in)"],
+        ["one-stage", `plugin ${path.join(fixtures, "one-stage.ts")}`],
+        ["notes", `plugin ${path.join(fixtures, "misbehaving.ts")}`],
+        ["record", "stageline (built-in)"]
+      ])
+      // A plugin stage without a timeout of its own gets the plugin default.
+      expect(compiled.stages[1]!.timeoutMs).toBe(600_000)
+    })
+  )
+
+  it.effect("name the plugin and its line when it cannot be loaded or exports no stage", () =>
+    Effect.gen(function* () {
+      const missing = yield* problemsOf(pipelineWith(["./no-such-plugin.ts"], "\n  - claim\n  - record\n").file)
+      expect(missing).toHaveLength(1)
+      expect(missing[0]).toMatchObject({ line: 3, field: "plugins[0]" })
+      expect(missing[0]!.message).toContain('cannot load plugin "./no-such-plugin.ts"')
+
+      const wrong = yield* problemsOf(
+        pipelineWith([path.join(fixtures, "not-a-stage.ts")], "\n  - claim\n  - record\n").file
+      )
+      expect(wrong[0]!.message).toContain("must export by default a stage")
+
+      const clash = yield* problemsOf(
+        pipelineWith(
+          [path.join(fixtures, "one-stage.ts"), path.join(fixtures, "one-stage.ts")],
+          "\n  - claim\n  - record\n"
+        ).file
+      )
+      expect(clash[0]!.message).toContain('stage "one-stage"')
+      expect(clash[0]!.message).toContain("already registered")
+      expect(clash[0]).toMatchObject({ line: 4, field: "plugins[1]" })
+    })
+  )
+
+  it.effect("fail only their own request, naming the plugin, when they throw, hang or break their promise", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const plugin = path.join(fixtures, "misbehaving.ts")
+      const cases = {
+        throws: `\n  - claim\n  - throws\n  - record\n`,
+        hangs: `\n  - claim\n  - use: hangs\n    timeout: 300ms\n  - record\n`,
+        "breaks-promise": `\n  - claim\n  - breaks-promise\n  - record\n`
+      }
+      const expected = {
+        throws: ["error", `stage "throws" (plugin ${plugin}) crashed: the plugin fell over`],
+        hangs: ["timeout", `stage "hangs" (plugin ${plugin}) did not finish within 300 ms`],
+        "breaks-promise": ["error", `stage "breaks-promise" (plugin ${plugin}) promised "note" but did not return it`]
+      }
+      for (const [name, stages] of Object.entries(cases)) {
+        const [row] = yield* sql<{
+          id: string
+        }>`INSERT INTO orchestration_requests (prompt) VALUES (${name}) RETURNING id`
+        const [after] = yield* sql<{
+          id: string
+        }>`INSERT INTO orchestration_requests (prompt) VALUES ('next') RETURNING id`
+        yield* runOnce(pipelineWith([plugin], stages).file)
+        const [result] = yield* sql<{ status: string; error: string }>`SELECT status, error FROM orchestration_results
+          WHERE request_id = ${row!.id}`
+        expect([name, result!.status, result!.error]).toEqual([name, ...expected[name as keyof typeof expected]])
+        // The worker went on to the next request.
+        const [next] = yield* sql<{ status: string }>`SELECT status FROM orchestration_requests WHERE id = ${after!.id}`
+        expect([name, next!.status]).toEqual([name, "failed"])
+      }
+    })
+  )
+})
