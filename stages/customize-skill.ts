@@ -10,6 +10,7 @@ import * as path from "node:path"
 import { Data, Effect, Schema } from "effect"
 import { AgentSettings } from "../src/agent/AgentSettings.js"
 import * as Stage from "../src/pipeline/Stage.js"
+import { decodeRequestConfig } from "../src/queue/RequestConfig.js"
 
 export class SkillError extends Data.TaggedError("SkillError")<{
   readonly reason: "unknown-skill" | "unknown-domain" | "bad-name" | "io"
@@ -96,49 +97,100 @@ const installBundled = (skill: string, skillDir: string) =>
     })
   })
 
+/** Writes domain files into a skill's `references/domains/`, refusing a folder that links out of the skill. */
+const writeDomains = (skillDir: string, domains: ReadonlyArray<{ name: string; content: Uint8Array | string }>) =>
+  Effect.gen(function* () {
+    if (domains.length === 0) return
+    const domainsDir = path.join(skillDir, "references", "domains")
+    yield* Effect.tryPromise({
+      try: () => fs.mkdir(domainsDir, { recursive: true }),
+      catch: io(`cannot create ${domainsDir}`)
+    })
+    const [realSkill, realDomains] = yield* Effect.tryPromise({
+      try: () => Promise.all([fs.realpath(skillDir), fs.realpath(domainsDir)]),
+      catch: io(`cannot resolve ${domainsDir}`)
+    })
+    if (realDomains !== path.join(realSkill, "references", "domains")) {
+      return yield* new SkillError({
+        reason: "bad-name",
+        message: `${domainsDir} is a link leading out of the skill (to ${realDomains}); refusing to write into it`
+      })
+    }
+    yield* Effect.forEach(domains, (d) => writeAtomically(path.join(domainsDir, d.name), d.content), { discard: true })
+  })
+
+/**
+ * A config dir of the request's own: every entry of the shared one linked in, except the skill, which is
+ * copied so the request's overlays land in the copy. Credentials and settings still apply; other requests
+ * never see these files.
+ */
+const privateConfigDir = (shared: string, target: string, skill: string) =>
+  Effect.tryPromise({
+    try: async () => {
+      await fs.mkdir(path.join(target, "skills"), { recursive: true })
+      for (const entry of await fs.readdir(shared).catch(() => [] as Array<string>)) {
+        if (entry !== "skills") await fs.symlink(path.join(shared, entry), path.join(target, entry))
+      }
+      for (const entry of await fs.readdir(path.join(shared, "skills")).catch(() => [] as Array<string>)) {
+        if (entry !== skill) await fs.symlink(path.join(shared, "skills", entry), path.join(target, "skills", entry))
+      }
+      // Links inside the skill are copied as links, and writes are checked against leading out.
+      await fs.cp(path.join(shared, "skills", skill), path.join(target, "skills", skill), {
+        recursive: true,
+        verbatimSymlinks: true
+      })
+    },
+    catch: io(`cannot make the request's own config dir in ${target}`)
+  })
+
 export default Stage.make({
   name: "customize-skill",
   description: "Installs the bundled skill when absent, removes .cc-mirror-managed, overlays domain files.",
   options: Schema.Struct({
     skill: Schema.optionalWith(SkillName, { default: () => "orchestration" }),
-    domains: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] })
+    domains: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }).annotations({
+      description: "Domain files: bundled names (code-review) or paths relative to the pipeline file."
+    })
   }),
-  requires: ["request"],
+  requires: ["request", "workspace"],
   provides: ["skill"],
-  run: (options) => () =>
+  run: (options) => (input) =>
     Effect.gen(function* () {
       const agent = yield* AgentSettings
       const location = yield* Stage.PipelineLocation
-      const skillDir = path.join(agent.configDir, "skills", options.skill)
+      const overrides = (yield* decodeRequestConfig(input.request.config)).skill_overrides
+      const sharedSkillDir = path.join(agent.configDir, "skills", options.skill)
       const present = yield* Effect.promise(() =>
-        fs.stat(path.join(skillDir, "SKILL.md")).then(
+        fs.stat(path.join(sharedSkillDir, "SKILL.md")).then(
           () => true,
           () => false
         )
       )
-      if (!present) yield* installBundled(options.skill, skillDir)
+      if (!present) yield* installBundled(options.skill, sharedSkillDir)
       yield* Effect.tryPromise({
-        try: () => fs.rm(path.join(skillDir, ".cc-mirror-managed"), { force: true }),
+        try: () => fs.rm(path.join(sharedSkillDir, ".cc-mirror-managed"), { force: true }),
         catch: io("cannot remove .cc-mirror-managed")
       })
-      const domainsDir = path.join(skillDir, "references", "domains")
-      const domains = yield* Effect.forEach(options.domains, (entry) => resolveDomain(entry, location.dir))
-      if (domains.length > 0) {
-        yield* Effect.tryPromise({
-          try: () => fs.mkdir(domainsDir, { recursive: true }),
-          catch: io(`cannot create ${domainsDir}`)
-        })
+      const pipelineDomains = yield* Effect.forEach(options.domains, (entry) => resolveDomain(entry, location.dir))
+      yield* writeDomains(sharedSkillDir, pipelineDomains)
+
+      const ownDomains = [
+        ...(yield* Effect.forEach(overrides?.domains ?? [], (name) => resolveDomain(name, location.dir))),
+        ...Object.entries(overrides?.files ?? {}).map(([name, content]) => ({ name, content }))
+      ]
+      let configDir = agent.configDir
+      if (ownDomains.length > 0) {
+        configDir = path.join(input.workspace.tmpDir, "agent-config")
+        yield* privateConfigDir(agent.configDir, configDir, options.skill)
+        yield* writeDomains(path.join(configDir, "skills", options.skill), ownDomains)
       }
-      yield* Effect.forEach(domains, (d) => writeAtomically(path.join(domainsDir, d.name), d.content), {
-        discard: true
-      })
       return {
         skill: {
-          configDir: agent.configDir,
+          configDir,
           skill: options.skill,
-          skillDir,
+          skillDir: path.join(configDir, "skills", options.skill),
           installed: !present,
-          domains: domains.map((d) => d.name)
+          domains: [...pipelineDomains, ...ownDomains].map((d) => d.name)
         }
       }
     })

@@ -7,7 +7,7 @@
 import { Effect, Option, Schema } from "effect"
 import { inheritedEnv, metadataEnv } from "../src/agent/AgentEnvironment.js"
 import { maxPromptBytes, runAgent } from "../src/agent/AgentRunner.js"
-import { AgentSettings, resolveCommand } from "../src/agent/AgentSettings.js"
+import { AgentSettings, agentFlags, resolveCommand } from "../src/agent/AgentSettings.js"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { decodeRequestConfig, InvalidRequest } from "../src/queue/RequestConfig.js"
@@ -71,7 +71,7 @@ export default Stage.make({
         command,
         prompt: request.prompt,
         model,
-        flags: settings.flags,
+        flags: agentFlags(settings, { maxTurns: config.max_turns, maxBudgetUsd: config.max_budget_usd }),
         cwd: workspace.dir,
         env,
         timeoutMs,

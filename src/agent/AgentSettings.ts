@@ -15,9 +15,15 @@ export interface AgentSettingsValue {
   readonly variant: string
   readonly configDir: string
   readonly model: Option.Option<string>
-  /** Flags that do not depend on the request, already in the CLI's spelling. */
-  readonly flags: ReadonlyArray<string>
   readonly permissionMode: Option.Option<string>
+  readonly allowedTools: ReadonlyArray<string>
+  readonly disallowedTools: ReadonlyArray<string>
+  /** Limits a request may lower or raise with its own config. */
+  readonly maxTurns: Option.Option<number>
+  readonly maxBudgetUsd: Option.Option<number>
+  readonly appendSystemPrompt: Option.Option<string>
+  /** A file path (absolute) or inline JSON. */
+  readonly mcpConfig: Option.Option<string>
   readonly env: Readonly<Record<string, string>>
 }
 
@@ -37,24 +43,40 @@ export class AgentSettings extends Context.Tag("stageline/AgentSettings")<AgentS
       ? path.resolve(baseDir, expandHome(section.config_dir))
       : path.join(os.homedir(), ".cc-mirror", section.variant, "config"),
     model: Option.fromNullable(section.model),
-    flags: [
-      ...(section.permission_mode ? ["--permission-mode", section.permission_mode] : []),
-      ...(section.allowed_tools && section.allowed_tools.length > 0
-        ? ["--allowedTools", ...section.allowed_tools]
-        : []),
-      ...(section.disallowed_tools && section.disallowed_tools.length > 0
-        ? ["--disallowedTools", ...section.disallowed_tools]
-        : []),
-      ...(section.max_turns ? ["--max-turns", String(section.max_turns)] : []),
-      ...(section.max_budget_usd ? ["--max-budget-usd", String(section.max_budget_usd)] : []),
-      ...(section.append_system_prompt ? ["--append-system-prompt", section.append_system_prompt] : [])
-    ],
     permissionMode: Option.fromNullable(section.permission_mode),
+    allowedTools: section.allowed_tools ?? [],
+    disallowedTools: section.disallowed_tools ?? [],
+    maxTurns: Option.fromNullable(section.max_turns),
+    maxBudgetUsd: Option.fromNullable(section.max_budget_usd),
+    appendSystemPrompt: Option.fromNullable(section.append_system_prompt),
+    mcpConfig: Option.fromNullable(section.mcp_config).pipe(
+      Option.map((c) => (c.trimStart().startsWith("{") ? c : path.resolve(baseDir, expandHome(c))))
+    ),
     env: section.env ?? {}
   })
 
   static readonly layer = (section: AgentSection, baseDir: string) =>
     Layer.succeed(AgentSettings, AgentSettings.fromSection(section, baseDir))
+}
+
+/** The CLI flags for these settings, with a request's own limits where it sets them. */
+export const agentFlags = (
+  settings: AgentSettingsValue,
+  request: { readonly maxTurns?: number | undefined; readonly maxBudgetUsd?: number | undefined } = {}
+): Array<string> => {
+  const maxTurns = request.maxTurns ?? Option.getOrUndefined(settings.maxTurns)
+  const maxBudget = request.maxBudgetUsd ?? Option.getOrUndefined(settings.maxBudgetUsd)
+  const opt = (flag: string, value: Option.Option<string>) =>
+    Option.match(value, { onNone: () => [], onSome: (v) => [flag, v] })
+  return [
+    ...opt("--permission-mode", settings.permissionMode),
+    ...(settings.allowedTools.length > 0 ? ["--allowedTools", ...settings.allowedTools] : []),
+    ...(settings.disallowedTools.length > 0 ? ["--disallowedTools", ...settings.disallowedTools] : []),
+    ...(maxTurns === undefined ? [] : ["--max-turns", String(maxTurns)]),
+    ...(maxBudget === undefined ? [] : ["--max-budget-usd", String(maxBudget)]),
+    ...opt("--append-system-prompt", settings.appendSystemPrompt),
+    ...opt("--mcp-config", settings.mcpConfig)
+  ]
 }
 
 const expandHome = (p: string) => (p === "~" || p.startsWith("~/") ? path.join(os.homedir(), p.slice(1)) : p)

@@ -9,6 +9,7 @@ import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"
 import { demo } from "../demo/Demo.js"
 import { describePipeline, formatProblem, load, PipelineInvalid } from "../pipeline/Compiler.js"
+import { pipelineJsonSchemaText } from "../pipeline/PipelineSchema.js"
 import { StageRegistry } from "../pipeline/StageRegistry.js"
 import { Queue } from "../queue/Queue.js"
 import * as Worker from "../worker/Worker.js"
@@ -129,6 +130,10 @@ const validate = Command.make("validate", { file: Args.file({ name: "file", exis
   ).pipe(Effect.provide(RegistryLive))
 ).pipe(Command.withDescription("Check a pipeline file; print its problems (exit 1) or the resolved pipeline."))
 
+const schemaCommand = Command.make("schema", {}, () => Console.log(pipelineJsonSchemaText().trimEnd())).pipe(
+  Command.withDescription("Print the JSON Schema of the pipeline file (pipeline.schema.json is the committed copy).")
+)
+
 const demoCommand = Command.make("demo", {}, () => demo).pipe(
   Command.withDescription(
     "Run one request end to end on the embedded PostgreSQL with the real Claude Code CLI (the model is scripted unless ANTHROPIC_API_KEY is set)."
@@ -137,7 +142,7 @@ const demoCommand = Command.make("demo", {}, () => demo).pipe(
 
 const stageline = Command.make("stageline").pipe(
   Command.withDescription("A declarative pipeline runner for coding agents on PostgreSQL."),
-  Command.withSubcommands([demoCommand, run, migrateCommand, enqueue, status, validate])
+  Command.withSubcommands([demoCommand, run, migrateCommand, enqueue, status, validate, schemaCommand])
 )
 
 export const cli = Command.run(stageline, { name: "stageline", version })

@@ -15,6 +15,43 @@ export const ModelName = Schema.String.pipe(
   })
 )
 
+/** Caps on what one request may ask for. */
+export const maxTurns = 500
+export const maxBudgetUsd = 1_000
+
+/** Why a domain file name is refused, or null: letters, digits, `.`, `_`, `-`, ending in `.md`; never a path. */
+export const domainFileNameProblem = (name: string): string | null =>
+  name.includes("/") || name.includes("\\") || name.includes("..")
+    ? `"${name}" is a path; a domain file is named, not placed`
+    : /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.md$/.test(name)
+      ? null
+      : `"${name}" is not a domain file name (letters, digits, . _ - ending in .md)`
+
+/** What a request may add to the skill, for itself only (it runs on its own copy of the config dir). */
+export const SkillOverrides = Schema.Struct({
+  domains: Schema.optional(
+    Schema.Array(
+      Schema.String.pipe(
+        Schema.pattern(/^[a-z0-9][a-z0-9-]{0,63}$/, { message: () => "a bundled domain is named like code-review" })
+      )
+    )
+  ),
+  files: Schema.optional(
+    Schema.Record({
+      key: Schema.String,
+      value: Schema.String.pipe(Schema.maxLength(256 * 1024, { message: () => "a domain file is at most 256 KiB" }))
+    }).pipe(
+      Schema.filter((files) => {
+        const problems = Object.keys(files)
+          .map(domainFileNameProblem)
+          .filter((p) => p !== null)
+        return problems.length === 0 || problems.join("; ")
+      })
+    )
+  )
+})
+export type SkillOverrides = typeof SkillOverrides.Type
+
 export const RequestConfig = Schema.Struct({
   model: Schema.optional(ModelName),
   timeout_minutes: Schema.optional(
@@ -25,7 +62,18 @@ export const RequestConfig = Schema.Struct({
       })
     )
   ),
-  skill_overrides: Schema.optional(Schema.Unknown)
+  max_turns: Schema.optional(
+    Schema.Int.pipe(
+      Schema.between(1, maxTurns, { message: () => `max_turns must be a whole number from 1 to ${maxTurns}` })
+    )
+  ),
+  max_budget_usd: Schema.optional(
+    Schema.Number.pipe(
+      Schema.greaterThan(0, { message: () => "max_budget_usd must be greater than 0" }),
+      Schema.lessThanOrEqualTo(maxBudgetUsd, { message: () => `max_budget_usd must be at most ${maxBudgetUsd}` })
+    )
+  ),
+  skill_overrides: Schema.optional(SkillOverrides)
 })
 export type RequestConfig = typeof RequestConfig.Type
 

@@ -53,14 +53,21 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("what 
 
   it.effect("takes the request's model and timeout over the pipeline's and the environment's", () =>
     Effect.gen(function* () {
-      const own = yield* insert({ prompt: "@args", config: { model: "opus" } })
+      const own = yield* insert({ prompt: "@args", config: { model: "opus", max_turns: 3, max_budget_usd: 0.5 } })
       const inherited = yield* insert({ prompt: "@args" })
       const quick = yield* insert({ prompt: "@sleep 20000", config: { timeout_minutes: 0.01 } })
-      const pipeline = writePipeline({ agent: "  model: haiku\n  timeout: 10m" })
+      const pipeline = writePipeline({
+        agent: "  model: haiku\n  timeout: 10m\n  max_turns: 10\n  max_budget_usd: 2\n  mcp_config: ./mcp.json"
+      })
       // MCLAUDE_TIMEOUT_MS (the environment) says a minute; the request says 600 ms.
       yield* runOnce(pipeline.file, { workerCount: 3, agentTimeoutMs: 60_000 })
-      expect((yield* outcomeOf(own)).text).toContain('"--model","opus"')
-      expect((yield* outcomeOf(inherited)).text).toContain('"--model","haiku"')
+      const ownArgs = (yield* outcomeOf(own)).text
+      expect(ownArgs).toContain('"--model","opus"')
+      expect(ownArgs).toContain('"--max-turns","3","--max-budget-usd","0.5"')
+      const inheritedArgs = (yield* outcomeOf(inherited)).text
+      expect(inheritedArgs).toContain('"--model","haiku"')
+      expect(inheritedArgs).toContain('"--max-turns","10","--max-budget-usd","2"')
+      expect(inheritedArgs).toContain(`"--mcp-config","${pipeline.dir}/mcp.json"`)
       const timedOut = yield* outcomeOf(quick)
       expect(timedOut.status).toBe("timeout")
       expect(timedOut.error).toContain("within 600 ms")

@@ -1,8 +1,11 @@
+import * as fs from "node:fs"
+import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Schema } from "effect"
 import { RegistryLive } from "../../src/cli/Cli.js"
 import { compile, formatProblem, PipelineInvalid } from "../../src/pipeline/Compiler.js"
 import { DurationMs } from "../../src/pipeline/PipelineFile.js"
+import { pipelineJsonSchema, pipelineJsonSchemaText } from "../../src/pipeline/PipelineSchema.js"
 
 const file = "/pipelines/p.yaml"
 
@@ -147,5 +150,22 @@ describe("durations in a pipeline file", () => {
   })
   it("refuses what is not a positive duration", () => {
     for (const bad of ["soon", "5 minutes", "-3s", "0s", 0, -1, "10"]) expect(Either.isLeft(decode(bad))).toBe(true)
+  })
+})
+
+describe("the pipeline file's JSON Schema", () => {
+  it("is the committed pipeline.schema.json, generated from the same Schema the compiler uses", () => {
+    const committed = fs.readFileSync(path.join(import.meta.dirname, "..", "..", "pipeline.schema.json"), "utf8")
+    // If this fails, regenerate: npm run stageline -- schema > pipeline.schema.json
+    expect(committed).toBe(pipelineJsonSchemaText())
+  })
+  it("describes every top-level field and refuses others", () => {
+    const schema = pipelineJsonSchema() as {
+      $defs: { Pipeline: { properties: object; additionalProperties: boolean } }
+    }
+    expect(Object.keys(schema.$defs.Pipeline.properties).sort()).toEqual(
+      ["$schema", "agent", "name", "plugins", "queue", "stages", "workspace"].sort()
+    )
+    expect(schema.$defs.Pipeline.additionalProperties).toBe(false)
   })
 })

@@ -1,0 +1,71 @@
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { SqlClient } from "@effect/sql"
+import { expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { runOnce, writePipeline } from "../support/harness.js"
+import { TestDatabase } from "../support/TestDatabase.js"
+
+const stages = `
+  - claim
+  - prepare-workspace
+  - use: customize-skill
+    with:
+      domains: [code-review]
+  - execute-mclaude
+  - record
+`
+
+layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("a request's skill_overrides", (it) => {
+  it.effect("reach only that request's agent, even when requests run side by side", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const insert = (config: unknown) =>
+        sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, config)
+          VALUES (${"@sleep 400\n@domains"}, ${JSON.stringify(config)}::jsonb) RETURNING id`.pipe(
+          Effect.map((r) => r[0]!.id)
+        )
+      const a = yield* insert({ skill_overrides: { files: { "team-a.md": "# Team A\n" } } })
+      const b = yield* insert({ skill_overrides: { domains: ["testing"], files: { "team-b.md": "# Team B\n" } } })
+      const plain = yield* insert({})
+      const pipeline = writePipeline({ stages })
+      yield* runOnce(pipeline.file, { workerCount: 3 })
+
+      const seen = (id: string) =>
+        sql<{ status: string; text: string }>`SELECT status, output->'result'->>'result' AS text
+          FROM orchestration_results WHERE request_id = ${id}`.pipe(Effect.map((r) => r[0]!))
+      expect(yield* seen(a)).toEqual({ status: "success", text: 'domains=["code-review.md","team-a.md"]' })
+      expect(yield* seen(b)).toEqual({ status: "success", text: 'domains=["code-review.md","team-b.md","testing.md"]' })
+      expect(yield* seen(plain)).toEqual({ status: "success", text: 'domains=["code-review.md"]' })
+      // The shared skill got only the pipeline's domain.
+      const shared = path.join(pipeline.configDir, "skills", "orchestration", "references", "domains")
+      expect(fs.readdirSync(shared).filter((f) => f !== ".gitkeep")).toEqual(["code-review.md"])
+    })
+  )
+
+  it.effect("refuse file names that are paths, and unknown bundled domains, with a clear error", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const cases: Record<string, [unknown, string]> = {
+        traversal: [{ files: { "../../etc/passwd": "x" } }, '"../../etc/passwd" is a path'],
+        absolute: [{ files: { "/etc/evil.md": "x" } }, '"/etc/evil.md" is a path'],
+        notMarkdown: [{ files: { "notes.txt": "x" } }, '"notes.txt" is not a domain file name'],
+        unknown: [{ domains: ["no-such-domain"] }, 'no bundled domain "no-such-domain"'],
+        pathAsDomain: [{ domains: ["../secrets"] }, "a bundled domain is named like code-review"]
+      }
+      const ids: Record<string, string> = {}
+      for (const [name, [overrides]] of Object.entries(cases)) {
+        const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, config)
+          VALUES ('@say hi', ${JSON.stringify({ skill_overrides: overrides })}::jsonb) RETURNING id`
+        ids[name] = row!.id
+      }
+      yield* runOnce(writePipeline({ stages }).file, { workerCount: 2 })
+      for (const [name, [, message]] of Object.entries(cases)) {
+        const [r] = yield* sql<{ status: string; error: string }>`SELECT status, error FROM orchestration_results
+          WHERE request_id = ${ids[name]!}`
+        expect([name, r!.status]).toEqual([name, "error"])
+        expect([name, r!.error]).toEqual([name, expect.stringContaining(message)])
+      }
+    })
+  )
+})
