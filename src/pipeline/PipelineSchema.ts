@@ -7,9 +7,8 @@ import { JSONSchema } from "effect"
 import { PipelineFile } from "./PipelineFile.js"
 
 export const pipelineJsonSchema = () => {
-  const schema = JSONSchema.make(PipelineFile) as Record<string, unknown>
   return {
-    ...schema,
+    ...JSONSchema.make(PipelineFile),
     title: "stageline pipeline",
     description: "A stageline pipeline file: settings and the stages a request goes through."
   }

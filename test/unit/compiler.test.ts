@@ -160,7 +160,7 @@ describe("the pipeline file's JSON Schema", () => {
     expect(committed).toBe(pipelineJsonSchemaText())
   })
   it("describes every top-level field and refuses others", () => {
-    const schema = pipelineJsonSchema() as {
+    const schema = pipelineJsonSchema() as unknown as {
       $defs: { Pipeline: { properties: object; additionalProperties: boolean } }
     }
     expect(Object.keys(schema.$defs.Pipeline.properties).sort()).toEqual(
