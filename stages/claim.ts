@@ -1,5 +1,6 @@
 /**
- * claim: takes the next pending request for this worker. Waits while the queue is empty, woken at once by
+ * claim: takes the next pending request for this worker, with a lease it keeps renewing while the request
+ * runs (see src/queue/Lease.ts). Waits while the queue is empty, woken at once by
  * the insert trigger's NOTIFY and, failing that, by polling every `POLL_INTERVAL_MS`.
  *
  * The claim and the release that undoes it on interruption are registered together, uninterruptibly: a
@@ -8,6 +9,7 @@
 import { Deferred, Effect, Exit, Option, Schema } from "effect"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import * as Stage from "../src/pipeline/Stage.js"
+import { keepLease } from "../src/queue/Lease.js"
 import { Queue } from "../src/queue/Queue.js"
 import { Wakeups } from "../src/queue/Wakeups.js"
 import { Lifecycle, WorkerStopping } from "../src/worker/Lifecycle.js"
@@ -23,7 +25,7 @@ export default Stage.make({
       const queue = yield* Queue
       const wakeups = yield* Wakeups
       const lifecycle = yield* Lifecycle
-      const { pollIntervalMs } = yield* WorkerConfig
+      const { pollIntervalMs, leaseMs } = yield* WorkerConfig
       const workerId = input.run.workerId
 
       while (true) {
@@ -33,7 +35,7 @@ export default Stage.make({
         // Taken before the claim, so a notification arriving during it is not missed.
         const signal = yield* wakeups.signal
         const claimed = yield* Effect.uninterruptible(
-          queue.claim(workerId).pipe(
+          queue.claim(workerId, leaseMs).pipe(
             Effect.tap((request) =>
               Option.isSome(request)
                 ? Effect.addFinalizer((exit) =>
@@ -58,6 +60,7 @@ export default Stage.make({
             yield* queue.release(claimed.value.id, workerId)
             return yield* new WorkerStopping({ reason: "draining", message: "the worker is shutting down" })
           }
+          yield* keepLease(claimed.value, input.run)
           return { request: claimed.value }
         }
         if (lifecycle.once) {

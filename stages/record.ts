@@ -2,10 +2,14 @@
  * record: writes the attempt's `orchestration_results` row and the request's final status in one
  * transaction. It runs whatever happened before it, so every claimed request ends with a result.
  *
- * The status: a failed stage decides it (`timeout` for a stage timeout, `error` otherwise); else the
- * agent's own outcome; else, with no agent stage in the pipeline, `success`.
+ * The status: a failed stage decides it (`timeout` for a stage timeout, `cancelled` for a cancel, `error`
+ * otherwise); else the agent's own outcome; else, with no agent stage in the pipeline, `success`.
+ *
+ * A failed attempt goes back to pending for another try when its kind is in `retry_on` (a timeout, a
+ * crash, any error) and it has attempts left; a bad request and a cancelled one never do.
  */
 import { Effect, Schema } from "effect"
+import { type RetryClass, WorkerConfig } from "../src/config/WorkerConfig.js"
 import type { ResultStatus, StageInput } from "../src/pipeline/RunContext.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { Queue } from "../src/queue/Queue.js"
@@ -25,6 +29,16 @@ const statusOf = (input: StageInput<"request">): { status: ResultStatus; error: 
   return { status: "success", error: null }
 }
 
+/** The kind of a failed attempt, for `retry_on`; null when it must never be retried. */
+export const retryClassOf = (input: StageInput<"request">, status: ResultStatus): RetryClass | null => {
+  if (status === "success" || status === "partial" || status === "cancelled") return null
+  if (input.failure?.tag === "InvalidRequest") return null
+  if (status === "timeout") return "timeout"
+  // Killed by a signal (the OOM killer, a crash), or the worker lost it: not the request's fault.
+  if (input.agent?.signal || input.failure?.tag === "LeaseLost") return "crash"
+  return "error"
+}
+
 const builtinKeys = new Set(["run", "request", "workspace", "skill", "agent", "git", "failure"])
 
 const extraKeys = (input: object): Record<string, unknown> | null => {
@@ -42,6 +56,7 @@ export default Stage.make({
   run: () => (input) =>
     Effect.gen(function* () {
       const queue = yield* Queue
+      const worker = yield* WorkerConfig
       const { request, agent, git, workspace, skill, run } = input
       const { status, error } = statusOf(input)
       const durationMs = Math.max(1, Date.now() - run.startedAt)
@@ -63,26 +78,40 @@ export default Stage.make({
         // What plugin stages added to the run context, under their own keys.
         extra: extraKeys(input)
       }
-      const outcome = yield* queue.record({
-        requestId: request.id,
-        attempt: request.attempts,
-        workerId: run.workerId,
-        status,
-        output,
-        prUrl: git?.prUrl ?? null,
-        commitSha: git?.headSha ?? null,
-        branchName: git?.branch ?? null,
-        durationMs,
-        error,
-        sessionId: agent?.sessionId ?? null,
-        model: agent?.model ?? null,
-        numTurns: agent?.numTurns ?? null,
-        costUsd: agent?.costUsd ?? null,
-        usage: agent?.usage ?? null
-      })
+      const outcome = yield* queue.record(
+        {
+          requestId: request.id,
+          attempt: request.attempts,
+          workerId: run.workerId,
+          status,
+          output,
+          prUrl: git?.prUrl ?? null,
+          commitSha: git?.headSha ?? null,
+          branchName: git?.branch ?? null,
+          durationMs,
+          error,
+          sessionId: agent?.sessionId ?? null,
+          model: agent?.model ?? null,
+          numTurns: agent?.numTurns ?? null,
+          costUsd: agent?.costUsd ?? null,
+          usage: agent?.usage ?? null
+        },
+        {
+          retryable: (() => {
+            const kind = retryClassOf(input, status)
+            return kind !== null && worker.retryOn.includes(kind)
+          })(),
+          maxAttempts: worker.maxAttempts,
+          backoffMs: worker.retryBackoffMs
+        }
+      )
       if (outcome === "not-owner") {
         yield* Effect.logWarning(
           `request ${request.id} is no longer held by ${run.workerId} (released or taken over); its result was not written`
+        )
+      } else if (outcome === "retrying") {
+        yield* Effect.logInfo(
+          `recorded ${status} for attempt ${request.attempts} of request ${request.id}; it will be tried again`
         )
       } else {
         yield* Effect.logInfo(`recorded ${status} for request ${request.id} in ${durationMs} ms`)

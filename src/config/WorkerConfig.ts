@@ -29,7 +29,18 @@ export interface WorkerSettings {
   readonly workerName: string
   /** How long in-flight requests may run on after SIGTERM before they are interrupted (`STAGELINE_SHUTDOWN_GRACE_MS`). */
   readonly shutdownGraceMs: number
+  /** How long a claim holds without renewal (`STAGELINE_LEASE_MS`, default 60 s); renewed every third of it. */
+  readonly leaseMs: number
+  /** Attempts a request gets unless its own `max_attempts` says otherwise (`STAGELINE_MAX_ATTEMPTS`, default 3). */
+  readonly maxAttempts: number
+  /** Which failed attempts are tried again: `timeout`, `crash`, `error` (`STAGELINE_RETRY_ON`, default timeout,crash). */
+  readonly retryOn: ReadonlyArray<RetryClass>
+  /** The wait before the second attempt, doubled for each one after (`STAGELINE_RETRY_BACKOFF_MS`, default 10 s). */
+  readonly retryBackoffMs: number
 }
+
+/** How a failed attempt failed, for deciding whether to try again. A bad request is never retried. */
+export type RetryClass = "timeout" | "crash" | "error"
 
 /** The defaults, where neither the environment nor the pipeline file says otherwise. */
 export const defaults = {
@@ -38,14 +49,27 @@ export const defaults = {
   agentTimeoutMs: 30 * 60 * 1000,
   cleanupAfterComplete: true,
   workspaceBase: path.join(defaultBaseDir(), "workspaces"),
-  shutdownGraceMs: 60_000
+  shutdownGraceMs: 60_000,
+  leaseMs: 60_000,
+  maxAttempts: 3,
+  retryOn: ["timeout", "crash"] as ReadonlyArray<RetryClass>,
+  retryBackoffMs: 10_000
 } as const
 
 /** The settings a pipeline file may give (its `queue`, `workspace` and `agent.timeout`). */
 export type FileSettings = Partial<
   Pick<
     WorkerSettings,
-    "workerCount" | "pollIntervalMs" | "agentTimeoutMs" | "cleanupAfterComplete" | "workspaceBase" | "shutdownGraceMs"
+    | "workerCount"
+    | "pollIntervalMs"
+    | "agentTimeoutMs"
+    | "cleanupAfterComplete"
+    | "workspaceBase"
+    | "shutdownGraceMs"
+    | "leaseMs"
+    | "maxAttempts"
+    | "retryOn"
+    | "retryBackoffMs"
   >
 >
 
@@ -59,6 +83,16 @@ const fromEnv = Config.all({
   agentTimeoutMs: Config.option(Config.integer("MCLAUDE_TIMEOUT_MS").pipe(atLeast("MCLAUDE_TIMEOUT_MS", 1))),
   cleanupAfterComplete: Config.option(Config.boolean("CLEANUP_AFTER_COMPLETE")),
   workspaceBase: Config.option(Config.nonEmptyString("WORKSPACE_BASE")),
+  leaseMs: Config.option(Config.integer("STAGELINE_LEASE_MS").pipe(atLeast("STAGELINE_LEASE_MS", 300))),
+  maxAttempts: Config.option(Config.integer("STAGELINE_MAX_ATTEMPTS").pipe(atLeast("STAGELINE_MAX_ATTEMPTS", 1))),
+  retryOn: Config.option(
+    Config.array(Config.literal("timeout", "crash", "error")("STAGELINE_RETRY_ON")) as Config.Config<
+      ReadonlyArray<RetryClass>
+    >
+  ),
+  retryBackoffMs: Config.option(
+    Config.integer("STAGELINE_RETRY_BACKOFF_MS").pipe(atLeast("STAGELINE_RETRY_BACKOFF_MS", 0))
+  ),
   shutdownGraceMs: Config.option(
     Config.integer("STAGELINE_SHUTDOWN_GRACE_MS").pipe(atLeast("STAGELINE_SHUTDOWN_GRACE_MS", 0))
   ),
@@ -85,6 +119,10 @@ export const resolve = (file: FileSettings) =>
       cleanupAfterComplete: pick("cleanupAfterComplete"),
       workspaceBase: path.resolve(pick("workspaceBase")),
       shutdownGraceMs: pick("shutdownGraceMs"),
+      leaseMs: pick("leaseMs"),
+      maxAttempts: pick("maxAttempts"),
+      retryOn: pick("retryOn"),
+      retryBackoffMs: pick("retryBackoffMs"),
       agentType: env.agentType,
       agentId: env.agentId,
       teamMode: env.teamMode,

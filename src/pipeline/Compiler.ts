@@ -275,6 +275,10 @@ const fileSettings = (
   ...(pipeline.queue.concurrency === undefined ? {} : { workerCount: pipeline.queue.concurrency }),
   ...(pipeline.queue.poll_interval === undefined ? {} : { pollIntervalMs: pipeline.queue.poll_interval }),
   ...(pipeline.queue.shutdown_grace === undefined ? {} : { shutdownGraceMs: pipeline.queue.shutdown_grace }),
+  ...(pipeline.queue.lease === undefined ? {} : { leaseMs: pipeline.queue.lease }),
+  ...(pipeline.queue.max_attempts === undefined ? {} : { maxAttempts: pipeline.queue.max_attempts }),
+  ...(pipeline.queue.retry_on === undefined ? {} : { retryOn: pipeline.queue.retry_on }),
+  ...(pipeline.queue.retry_backoff === undefined ? {} : { retryBackoffMs: pipeline.queue.retry_backoff }),
   ...(pipeline.workspace.base === undefined ? {} : { workspaceBase: path.resolve(dir, pipeline.workspace.base) }),
   ...(pipeline.workspace.cleanup === undefined ? {} : { cleanupAfterComplete: pipeline.workspace.cleanup }),
   ...(pipeline.agent.timeout === undefined ? {} : { agentTimeoutMs: pipeline.agent.timeout })

@@ -132,6 +132,22 @@ export const QueueSection = Schema.Struct({
   poll_interval: Schema.optional(DurationMs).annotations({
     description: "Fallback poll when no notification arrives (default 5s; POLL_INTERVAL_MS wins)."
   }),
+  lease: Schema.optional(DurationMs).annotations({
+    description:
+      "How long a claim holds without renewal; a dead worker's requests are re-queued once it runs out (default 60s; STAGELINE_LEASE_MS wins)."
+  }),
+  max_attempts: Schema.optional(Schema.Int.pipe(Schema.between(1, 100))).annotations({
+    description:
+      "Attempts per request unless the request's max_attempts column says otherwise (default 3; STAGELINE_MAX_ATTEMPTS wins)."
+  }),
+  retry_on: Schema.optional(Schema.Array(Schema.Literal("timeout", "crash", "error"))).annotations({
+    description:
+      "Which failed attempts are tried again (default [timeout, crash]; a bad request never is; STAGELINE_RETRY_ON wins)."
+  }),
+  retry_backoff: Schema.optional(DurationMs).annotations({
+    description:
+      "Wait before the second attempt, doubled for each one after (default 10s; STAGELINE_RETRY_BACKOFF_MS wins)."
+  }),
   shutdown_grace: Schema.optional(DurationMs).annotations({
     description: "How long requests in flight may finish after SIGTERM (default 60s; STAGELINE_SHUTDOWN_GRACE_MS wins)."
   })

@@ -7,6 +7,7 @@
  *
  *     declare module "stageline/pipeline" { interface RunContext { readonly summary: string } }
  */
+import type { Deferred } from "effect"
 import type { ClaimedRequest } from "../queue/Request.js"
 
 export interface Workspace {
@@ -76,7 +77,7 @@ export interface StageFailure {
   /** The error's `_tag`, which `retry.retry_on` matches. */
   readonly tag: string
   readonly message: string
-  readonly status: "error" | "timeout"
+  readonly status: "error" | "timeout" | "cancelled"
 }
 
 export interface StageReport {
@@ -94,6 +95,13 @@ export interface RunInfo {
   readonly startedAt: number
   /** Filled in as stages finish; complete by the time the last stage runs. */
   readonly stages: Array<StageReport>
+  /**
+   * Completed when the run must stop early: the request was cancelled, or its lease was lost. The stage
+   * running is interrupted; only stages that run after failures (record) still run.
+   */
+  readonly abort: Deferred.Deferred<StageFailure>
+  /** The stage running now (the heartbeat reports it). */
+  currentStage: string | null
 }
 
 export interface RunContext {

@@ -6,7 +6,7 @@
  * All stages of one run share one Scope, closed when the run ends however it ends: what a stage opens for
  * the request (its workspace) lives until then; what it opens for itself it scopes itself.
  */
-import { Data, Duration, Effect, Either, Schedule } from "effect"
+import { Data, Deferred, Duration, Effect, Either, Schedule } from "effect"
 import { WorkerStopping } from "../worker/Lifecycle.js"
 import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
 import type { RunInfo, StageFailure, StageReport } from "./RunContext.js"
@@ -24,6 +24,9 @@ export class StageCrashed extends Data.TaggedError("StageCrashed")<{
   readonly stage: string
   readonly message: string
 }> {}
+
+/** The run was stopped from outside while this stage ran (see RunInfo.abort). */
+class RunAborted extends Data.TaggedError("RunAborted")<{ readonly failure: StageFailure }> {}
 
 export type RunOutcome =
   | { readonly _tag: "Processed"; readonly requestId: string; readonly failure: StageFailure | null }
@@ -117,6 +120,9 @@ const fail = (error: unknown): RunOutcome =>
 const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo) =>
   Effect.gen(function* () {
     const requestId = (ctx.request as { id: string }).id
+    // A cancel or a lost lease counts as the run's failure from the moment it happens.
+    const aborted = yield* Deferred.poll(run.abort)
+    if (aborted._tag === "Some" && ctx.failure === undefined) ctx.failure = yield* aborted.value
     const failure = ctx.failure as StageFailure | undefined
     const finished = (report: StageReport) =>
       Effect.zipRight(
@@ -151,9 +157,18 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
       return
     }
     yield* emit({ _tag: "StageStarted", requestId, stage: compiled.id })
+    run.currentStage = compiled.id
     const counter = { attempts: 0 }
     const started = Date.now()
-    const result = yield* attemptStage(compiled, ctx, counter).pipe(
+    const attempt = attemptStage(compiled, ctx, counter)
+    // Stages that run after failures run to the end; the others stop when the run is aborted.
+    const abortable = compiled.runsAfterFailure
+      ? attempt
+      : Effect.raceFirst(
+          attempt,
+          Effect.flatMap(Deferred.await(run.abort), (failure) => Effect.fail(new RunAborted({ failure })))
+        )
+    const result = yield* abortable.pipe(
       Effect.either,
       Effect.annotateLogs({ stage: compiled.id }),
       Effect.withSpan(`stage ${compiled.id}`)
@@ -164,13 +179,16 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
       return yield* finished({ stage: compiled.id, outcome: "ok", durationMs, attempts: counter.attempts })
     }
     const tag = tagOf(result.left)
-    const stageFailure: StageFailure = {
-      stage: compiled.id,
-      origin: compiled.origin,
-      tag,
-      message: messageOf(result.left),
-      status: tag === "StageTimeout" ? "timeout" : "error"
-    }
+    const stageFailure: StageFailure =
+      result.left instanceof RunAborted
+        ? result.left.failure
+        : {
+            stage: compiled.id,
+            origin: compiled.origin,
+            tag,
+            message: messageOf(result.left),
+            status: tag === "StageTimeout" ? "timeout" : "error"
+          }
     yield* finished({
       stage: compiled.id,
       outcome: "failed",
@@ -192,7 +210,14 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
 export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
   Effect.scoped(
     Effect.gen(function* () {
-      const run: RunInfo = { workerId, pipeline: pipeline.name, startedAt: Date.now(), stages: [] }
+      const run: RunInfo = {
+        workerId,
+        pipeline: pipeline.name,
+        startedAt: Date.now(),
+        stages: [],
+        abort: yield* Deferred.make<StageFailure>(),
+        currentStage: null
+      }
       const ctx: Record<string, unknown> = { run }
       const [claim, ...rest] = pipeline.stages
       if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome

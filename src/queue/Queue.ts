@@ -25,7 +25,27 @@ export interface ResultRow {
   readonly usage: unknown
 }
 
-export type RecordOutcome = "recorded" | "already-recorded" | "not-owner"
+/** What record did with the request: finished it, put it back for another attempt, or found it not ours. */
+export type RecordOutcome = "recorded" | "retrying" | "already-recorded" | "not-owner"
+
+/** Whether a failed attempt may be tried again, and when. */
+export interface RetryPolicy {
+  readonly retryable: boolean
+  /** Used when the request's own max_attempts is null. */
+  readonly maxAttempts: number
+  /** Before the second attempt; doubled for each one after. */
+  readonly backoffMs: number
+}
+
+/** What a heartbeat found: the request is still ours, was cancelled, or is no longer ours. */
+export type LeaseState = "held" | "cancelled" | "lost"
+
+export interface Rescued {
+  readonly id: string
+  readonly status: string
+  readonly attempt: number
+  readonly claimed_by: string | null
+}
 
 export interface NewRequest {
   readonly prompt: string
@@ -43,12 +63,24 @@ export interface StatusCounts {
 }
 
 export interface QueueService {
-  /** Claims the next pending request for `workerId`, if there is one. */
-  readonly claim: (workerId: string) => Effect.Effect<Option.Option<ClaimedRequest>, SqlError.SqlError>
+  /** Claims the next pending request for `workerId` with a lease of `leaseMs`, if there is one. */
+  readonly claim: (workerId: string, leaseMs: number) => Effect.Effect<Option.Option<ClaimedRequest>, SqlError.SqlError>
+  /** Renews the lease (and notes the stage the request is in). */
+  readonly heartbeat: (
+    requestId: string,
+    workerId: string,
+    leaseMs: number,
+    stage: string | null
+  ) => Effect.Effect<LeaseState, SqlError.SqlError>
+  /** Puts back (or fails) requests whose lease ran out, with a result row for each lost attempt. */
+  readonly rescue: (maxAttempts: number, backoffMs: number) => Effect.Effect<ReadonlyArray<Rescued>, SqlError.SqlError>
   /** Puts a request this worker holds back to pending, not counting the attempt (a shutdown, not a failure). */
   readonly release: (requestId: string, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
-  /** Writes the attempt's result row and the request's final status in one transaction. */
-  readonly record: (result: ResultRow) => Effect.Effect<RecordOutcome, SqlError.SqlError>
+  /**
+   * Writes the attempt's result row and the request's next status in one transaction: final, or back to
+   * pending after a backoff when the attempt failed, may be retried, and has attempts left.
+   */
+  readonly record: (result: ResultRow, retry: RetryPolicy) => Effect.Effect<RecordOutcome, SqlError.SqlError>
   readonly enqueue: (request: NewRequest) => Effect.Effect<string, SqlError.SqlError>
   readonly status: Effect.Effect<StatusCounts, SqlError.SqlError>
 }
@@ -66,8 +98,8 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
   static readonly make = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
 
-    const claim: QueueService["claim"] = (workerId) =>
-      sql`SELECT * FROM claim_next_request(${workerId})`.pipe(
+    const claim: QueueService["claim"] = (workerId, leaseMs) =>
+      sql`SELECT * FROM claim_next_request(${workerId}, ${leaseMs} * interval '1 millisecond')`.pipe(
         Effect.flatMap((rows) =>
           rows.length === 0
             ? Effect.succeed(Option.none())
@@ -76,9 +108,29 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Effect.withSpan("Queue.claim")
       )
 
+    const heartbeat: QueueService["heartbeat"] = (requestId, workerId, leaseMs, stage) =>
+      sql<{ status: string }>`UPDATE orchestration_requests
+           SET lease_expires_at = CASE WHEN status = 'processing' THEN now() + ${leaseMs} * interval '1 millisecond'
+                                       ELSE lease_expires_at END,
+               heartbeat_at = now(),
+               current_stage = ${stage}
+         WHERE id = ${requestId} AND claimed_by = ${workerId} AND status IN ('processing', 'cancelled')
+     RETURNING status`.pipe(
+        Effect.map(
+          (rows): LeaseState => (rows.length === 0 ? "lost" : rows[0]!.status === "cancelled" ? "cancelled" : "held")
+        ),
+        Effect.withSpan("Queue.heartbeat")
+      )
+
+    const rescue: QueueService["rescue"] = (maxAttempts, backoffMs) =>
+      sql<Rescued>`SELECT * FROM rescue_expired_leases(${maxAttempts}, ${backoffMs} * interval '1 millisecond')`.pipe(
+        Effect.withSpan("Queue.rescue")
+      )
+
     const release: QueueService["release"] = (requestId, workerId) =>
       sql`UPDATE orchestration_requests
-             SET status = 'pending', claimed_at = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
+             SET status = 'pending', claimed_at = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0),
+                 lease_expires_at = NULL, current_stage = NULL
            WHERE id = ${requestId} AND status = 'processing' AND claimed_by = ${workerId}
        RETURNING id`.pipe(
         Effect.tap((rows) => (rows.length > 0 ? sql`SELECT pg_notify('stageline_requests', 'released')` : Effect.void)),
@@ -86,14 +138,26 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Effect.withSpan("Queue.release")
       )
 
-    const record: QueueService["record"] = (r) =>
+    const record: QueueService["record"] = (r, retry) =>
       sql
         .withTransaction(
           Effect.gen(function* () {
-            const updated = yield* sql`UPDATE orchestration_requests
-                 SET status = ${finalStatusOf(r.status)}, finished_at = now(), last_error = ${r.error}
-               WHERE id = ${r.requestId} AND status = 'processing' AND claimed_by = ${r.workerId}
-           RETURNING id`
+            const final = finalStatusOf(r.status)
+            const mayRetry = retry.retryable && final === "failed"
+            // A cancelled request stays cancelled; a retried one goes back to pending, unclaimed, after its backoff.
+            const updated = yield* sql<{ status: string }>`UPDATE orchestration_requests AS q
+                 SET status = CASE WHEN q.status = 'cancelled' THEN 'cancelled'
+                                   WHEN ${mayRetry} AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts}) THEN 'pending'
+                                   ELSE ${final} END,
+                     run_after = CASE WHEN q.status <> 'cancelled' AND ${mayRetry}
+                                       AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts})
+                                      THEN now() + ${retry.backoffMs} * interval '1 millisecond' * power(2, greatest(q.attempts - 1, 0))
+                                      ELSE q.run_after END,
+                     last_error = ${r.error},
+                     lease_expires_at = NULL,
+                     current_stage = NULL
+               WHERE q.id = ${r.requestId} AND q.claimed_by = ${r.workerId} AND q.status IN ('processing', 'cancelled')
+           RETURNING q.status`
             if (updated.length === 0) {
               const existing = yield* sql`SELECT 1 FROM orchestration_results
                  WHERE request_id = ${r.requestId} AND attempt = ${r.attempt} AND worker_id = ${r.workerId}`
@@ -106,6 +170,12 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
                  ${r.prUrl}, ${r.commitSha}, ${r.branchName}, ${Math.round(r.durationMs)}, ${r.error},
                  ${r.sessionId}, ${r.model}, ${r.numTurns}, ${r.costUsd}, ${jsonParam(r.usage)}::jsonb)
               ON CONFLICT (request_id, attempt) DO NOTHING`
+            const next = updated[0]!.status
+            if (next === "pending") {
+              yield* sql`UPDATE orchestration_requests SET claimed_by = NULL, claimed_at = NULL WHERE id = ${r.requestId}`
+              return "retrying" as const
+            }
+            yield* sql`UPDATE orchestration_requests SET finished_at = now() WHERE id = ${r.requestId}`
             return "recorded" as const
           })
         )
@@ -135,7 +205,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       return { byStatus, oldestPendingSeconds: oldest[0]?.age ?? null }
     })
 
-    return { claim, release, record, enqueue, status } satisfies QueueService
+    return { claim, heartbeat, rescue, release, record, enqueue, status } satisfies QueueService
   })
 
   static readonly layer = Layer.effect(Queue, Queue.make)

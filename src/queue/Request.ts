@@ -30,5 +30,7 @@ export class ClaimedRequest extends Schema.Class<ClaimedRequest>("ClaimedRequest
   claimed_at: Schema.NullOr(Schema.DateFromSelf),
   claimed_by: Schema.NullOr(Schema.String),
   attempts: Schema.Number,
+  /** Null: the pipeline's `queue.max_attempts`. */
+  max_attempts: Schema.NullOr(Schema.Number),
   priority: Schema.Number
 }) {}

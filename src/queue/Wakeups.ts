@@ -6,11 +6,13 @@
  * a dropped listener would go silent. Here a lost connection is reopened with backoff, and every fiber is
  * woken on reconnect to catch up on whatever was inserted while no one was listening.
  */
-import { Context, Deferred, Effect, Exit, FiberId, Layer, Redacted } from "effect"
+import { Context, Deferred, Effect, Exit, FiberId, Layer, Redacted, type Scope } from "effect"
 import pg from "pg"
 import { DatabaseUrl } from "../db/Database.js"
 
 export const channel = "stageline_requests"
+/** Carries the id of a request cancelled while it runs (see sql/000002). */
+export const cancelChannel = "stageline_cancel"
 
 export interface WakeupSource {
   /**
@@ -20,12 +22,15 @@ export interface WakeupSource {
   readonly signal: Effect.Effect<Effect.Effect<void>>
   /** Wakes every waiting fiber (used on reconnect, and by tests). */
   readonly wakeAll: Effect.Effect<void>
+  /** Calls `onCancel` when `requestId` is cancelled, for as long as the scope lasts. */
+  readonly watchCancel: (requestId: string, onCancel: () => void) => Effect.Effect<void, never, Scope.Scope>
 }
 
 export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSource>() {
   static readonly make = Effect.gen(function* () {
     const url = yield* DatabaseUrl
     let current = Deferred.unsafeMake<void>(FiberId.none)
+    const cancelWatchers = new Map<string, () => void>()
     const wake = () => {
       const fired = current
       current = Deferred.unsafeMake<void>(FiberId.none)
@@ -46,10 +51,11 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
       client.on("end", () => finish("connection closed"))
       client.on("notification", (message) => {
         if (message.channel === channel) wake()
+        else if (message.channel === cancelChannel && message.payload) cancelWatchers.get(message.payload)?.()
       })
       client
         .connect()
-        .then(() => client.query(`LISTEN ${channel}`))
+        .then(() => client.query(`LISTEN ${channel}; LISTEN ${cancelChannel}`))
         // Catch up: anything inserted while no one listened is claimable now.
         .then(() => wake())
         .catch((error: Error) => finish(error.message))
@@ -72,7 +78,12 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
 
     return {
       signal: Effect.sync(() => Deferred.await(current)),
-      wakeAll: Effect.sync(wake)
+      wakeAll: Effect.sync(wake),
+      watchCancel: (requestId, onCancel) =>
+        Effect.acquireRelease(
+          Effect.sync(() => cancelWatchers.set(requestId, onCancel)),
+          () => Effect.sync(() => cancelWatchers.delete(requestId))
+        )
     } satisfies WakeupSource
   })
 

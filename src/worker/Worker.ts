@@ -46,6 +46,30 @@ const slotLoop = (pipeline: CompiledPipeline, workerId: string, totals: { proces
     }
   })
 
+/**
+ * Any live worker puts back the requests of dead ones: every half lease it re-queues (or fails, once their
+ * attempts are used up) requests whose lease ran out, each lost attempt getting a result row.
+ */
+const rescueExpiredLeases = Effect.gen(function* () {
+  const queue = yield* Queue
+  const wakeups = yield* Wakeups
+  const config = yield* WorkerConfig
+  while (true) {
+    yield* Effect.sleep(Math.max(250, Math.floor(config.leaseMs / 2)))
+    const rescued = yield* queue.rescue(config.maxAttempts, config.retryBackoffMs).pipe(
+      Effect.catchAll((error) => Effect.as(Effect.logWarning("could not look for expired leases", error), []))
+    )
+    for (const r of rescued) {
+      yield* Effect.logWarning(
+        `request ${r.id}: worker ${r.claimed_by} stopped renewing its lease on attempt ${r.attempt}; ${
+          r.status === "pending" ? "it will be tried again" : "no attempts left, it failed"
+        }`
+      )
+    }
+    if (rescued.some((r) => r.status === "pending")) yield* wakeups.wakeAll
+  }
+})
+
 /** Runs the worker fibers until they stop (`--once`: the queue is empty) or the process is asked to stop. */
 export const run = (pipeline: CompiledPipeline) =>
   Effect.gen(function* () {
@@ -58,6 +82,7 @@ export const run = (pipeline: CompiledPipeline) =>
         lifecycle.once ? " until the queue is empty" : ""
       }`
     )
+    yield* Effect.forkScoped(rescueExpiredLeases)
     // A daemon, so that interrupting this fiber does not interrupt requests in flight: the drain decides.
     const workers = yield* Effect.forkDaemon(
       Effect.forEach(slots, (id) => slotLoop(pipeline, id, totals), { concurrency: "unbounded", discard: true })
@@ -90,7 +115,7 @@ export const run = (pipeline: CompiledPipeline) =>
     const exit = yield* Fiber.await(workers).pipe(Effect.onInterrupt(() => drain))
     if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) yield* Effect.failCause(exit.cause)
     return totals satisfies WorkerSummary
-  })
+  }).pipe(Effect.scoped)
 
 /** What the stages of `pipeline` are given, besides the SQL client the caller provides. */
 export const stageServices = (pipeline: CompiledPipeline, options: { readonly once: boolean }) =>

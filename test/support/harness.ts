@@ -86,6 +86,8 @@ const testWorkerConfig = (file: FileSettings, overrides: Partial<WorkerSettings>
       workspaceBase: tempDir("ws"),
       pollIntervalMs: 200,
       workerCount: 1,
+      // One attempt unless a test asks for more, so a failure is final and its row is the only one.
+      maxAttempts: 1,
       ...overrides
     }))
   )

@@ -32,6 +32,7 @@ const request = new ClaimedRequest({
   claimed_at: new Date(),
   claimed_by: "w",
   attempts: 1,
+  max_attempts: null,
   priority: 0
 })
 
