@@ -22,7 +22,7 @@ export default Stage.make({
       description: "Bytes of stdout and of stderr kept; the rest is dropped and the truncation noted."
     }),
     kill_grace_ms: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 600_000)), {
-      default: () => 5_000
+      default: () => 3_000
     }).annotations({ description: "Time between SIGTERM and SIGKILL when the agent must be stopped." })
   }),
   requires: ["request", "workspace"],

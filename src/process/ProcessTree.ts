@@ -37,16 +37,30 @@ export const findMarked = (token: string): Array<number> => {
   return found
 }
 
-const isZombie = (pid: number): boolean => {
+const isZombie = (pid: number): boolean => (statFields(pid)?.[0] ?? "Z") === "Z"
+
+/** Fields of /proc/<pid>/stat after the command name: state is [0], the process group [2]. */
+const statFields = (pid: number): Array<string> | null => {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z"
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")
   } catch {
-    return true
+    return null
   }
 }
 
+/**
+ * Whether any live process is in the group. A zombie does not count: it is dead, only not yet reaped
+ * (and one reparented to a PID 1 that never reaps would otherwise look alive forever).
+ */
 const groupAlive = (pgid: number): boolean => {
+  if (procAvailable) {
+    for (const entry of fs.readdirSync("/proc")) {
+      const fields = /^\d+$/.test(entry) ? statFields(Number(entry)) : null
+      if (fields && Number(fields[2]) === pgid && fields[0] !== "Z") return true
+    }
+    return false
+  }
   try {
     process.kill(-pgid, 0)
     return true

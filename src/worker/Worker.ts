@@ -56,9 +56,9 @@ const rescueExpiredLeases = Effect.gen(function* () {
   const config = yield* WorkerConfig
   while (true) {
     yield* Effect.sleep(Math.max(250, Math.floor(config.leaseMs / 2)))
-    const rescued = yield* queue.rescue(config.maxAttempts, config.retryBackoffMs).pipe(
-      Effect.catchAll((error) => Effect.as(Effect.logWarning("could not look for expired leases", error), []))
-    )
+    const rescued = yield* queue
+      .rescue(config.maxAttempts, config.retryBackoffMs)
+      .pipe(Effect.catchAll((error) => Effect.as(Effect.logWarning("could not look for expired leases", error), [])))
     for (const r of rescued) {
       yield* Effect.logWarning(
         `request ${r.id}: worker ${r.claimed_by} stopped renewing its lease on attempt ${r.attempt}; ${
