@@ -13,6 +13,7 @@ import { pipelineJsonSchemaText } from "../pipeline/PipelineSchema.js"
 import { StageRegistry } from "../pipeline/StageRegistry.js"
 import { Queue } from "../queue/Queue.js"
 import * as Worker from "../worker/Worker.js"
+import * as Admin from "./AdminCommands.js"
 
 const version = "0.1.0"
 
@@ -107,20 +108,6 @@ const enqueue = Command.make(
     }).pipe(Effect.provide(Queue.layer.pipe(Layer.provideMerge(Database.layer))))
 ).pipe(Command.withDescription("Insert a request into orchestration_requests and print its id."))
 
-const status = Command.make("status", {}, () =>
-  Effect.gen(function* () {
-    yield* migrate()
-    const counts = yield* Effect.flatMap(Queue, (q) => q.status)
-    const rows = counts.byStatus.length === 0 ? [{ status: "(no requests)", count: 0 }] : counts.byStatus
-    const width = Math.max(...rows.map((r) => r.status.length), 6)
-    yield* Console.log(`${"status".padEnd(width)}  count`)
-    for (const r of rows) yield* Console.log(`${r.status.padEnd(width)}  ${r.count}`)
-    if (counts.oldestPendingSeconds !== null) {
-      yield* Console.log(`oldest pending: ${Math.round(counts.oldestPendingSeconds)} s`)
-    }
-  }).pipe(Effect.provide(Queue.layer.pipe(Layer.provideMerge(Database.layer))))
-).pipe(Command.withDescription("Counts of requests by status, as the seed's queue-status queries."))
-
 const validate = Command.make("validate", { file: Args.file({ name: "file", exists: "yes" }) }, ({ file }) =>
   reportInvalid(
     Effect.gen(function* () {
@@ -142,7 +129,19 @@ const demoCommand = Command.make("demo", {}, () => demo).pipe(
 
 const stageline = Command.make("stageline").pipe(
   Command.withDescription("A declarative pipeline runner for coding agents on PostgreSQL."),
-  Command.withSubcommands([demoCommand, run, migrateCommand, enqueue, status, validate, schemaCommand])
+  Command.withSubcommands([
+    demoCommand,
+    run,
+    migrateCommand,
+    enqueue,
+    Admin.status,
+    Admin.results,
+    Admin.retry,
+    Admin.cancel,
+    Admin.releaseStale,
+    validate,
+    schemaCommand
+  ])
 )
 
 export const cli = Command.run(stageline, { name: "stageline", version })
