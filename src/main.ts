@@ -2,6 +2,7 @@
  * The entry point: wires the platform and logging, then hands the arguments to the CLI. A command that
  * fails prints what went wrong in a sentence (and its cause), not a stack trace, and exits 1.
  */
+import { ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Cause, Console, Effect, Layer } from "effect"
 import { cli } from "./cli/Cli.js"
@@ -24,7 +25,10 @@ const reportFailure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Cause.isInterruptedOnly(cause)
         ? Effect.failCause(cause)
         : Effect.zipRight(
-            Console.error(`stageline: ${describe(Cause.squash(cause))}`),
+            // The CLI has already printed what was wrong with the arguments.
+            ValidationError.isValidationError(Cause.squash(cause))
+              ? Effect.void
+              : Console.error(`stageline: ${describe(Cause.squash(cause))}`),
             Effect.sync(() => {
               process.exitCode = 1
             })

@@ -39,6 +39,9 @@ const writeAtomically = (file: string, content: Uint8Array | string) =>
     catch: io(`cannot write ${file}`)
   })
 
+/** What writeAtomically and installBundled leave while they write: never read as content. */
+const isStaging = (name: string) => name.endsWith(".tmp")
+
 /** A bundled domain is named bare (`code-review`); anything else is a path relative to the pipeline file. */
 const resolveDomain = (entry: string, pipelineDir: string) =>
   Effect.gen(function* () {
@@ -132,12 +135,16 @@ const privateConfigDir = (shared: string, target: string, skill: string) =>
         if (entry !== "skills") await fs.symlink(path.join(shared, entry), path.join(target, entry))
       }
       for (const entry of await fs.readdir(path.join(shared, "skills")).catch(() => [] as Array<string>)) {
-        if (entry !== skill) await fs.symlink(path.join(shared, "skills", entry), path.join(target, "skills", entry))
+        if (entry !== skill && !isStaging(entry)) {
+          await fs.symlink(path.join(shared, "skills", entry), path.join(target, "skills", entry))
+        }
       }
-      // Links inside the skill are copied as links, and writes are checked against leading out.
+      // Links inside the skill are copied as links, and writes are checked against leading out. Files that
+      // another run is writing at this moment (their .tmp before the rename) are not copied half-written.
       await fs.cp(path.join(shared, "skills", skill), path.join(target, "skills", skill), {
         recursive: true,
-        verbatimSymlinks: true
+        verbatimSymlinks: true,
+        filter: (source) => !isStaging(source)
       })
     },
     catch: io(`cannot make the request's own config dir in ${target}`)

@@ -48,14 +48,15 @@ export default Stage.make({
 
       const base = inheritedEnv(process.env)
       const command = yield* resolveCommand(settings, base.PATH ?? "")
+      // Later entries win: the pipeline's own variables over a request's metadata, the engine's over both.
       const env: Record<string, string> = {
         ...base,
+        ...metadata,
         ...settings.env,
         // Claude Code refuses to bypass permissions as root unless told it runs in a sandbox.
         ...(Option.contains(settings.permissionMode, "bypassPermissions") && process.getuid?.() === 0
           ? { IS_SANDBOX: "1" }
           : {}),
-        ...metadata,
         TMPDIR: workspace.tmpDir,
         CLAUDE_CODE_AGENT_ID: Option.getOrElse(worker.agentId, () => run.workerId),
         ...Option.match(worker.agentType, { onNone: () => ({}), onSome: (t) => ({ CLAUDE_CODE_AGENT_TYPE: t }) }),

@@ -129,10 +129,10 @@ export const QueueSection = Schema.Struct({
   concurrency: Schema.optional(Schema.Int.pipe(Schema.between(1, 1024))).annotations({
     description: "Requests processed at once per process (default 1; WORKER_COUNT wins)."
   }),
-  poll_interval: Schema.optional(DurationMs).annotations({
+  poll_interval: Schema.optional(DurationMs.pipe(Schema.greaterThanOrEqualTo(10))).annotations({
     description: "Fallback poll when no notification arrives (default 5s; POLL_INTERVAL_MS wins)."
   }),
-  lease: Schema.optional(DurationMs).annotations({
+  lease: Schema.optional(DurationMs.pipe(Schema.greaterThanOrEqualTo(300))).annotations({
     description:
       "How long a claim holds without renewal; a dead worker's requests are re-queued once it runs out (default 60s; STAGELINE_LEASE_MS wins)."
   }),

@@ -32,11 +32,19 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("a req
       yield* runOnce(pipeline.file, { workerCount: 3 })
 
       const seen = (id: string) =>
-        sql<{ status: string; text: string }>`SELECT status, output->'result'->>'result' AS text
+        sql<{
+          status: string
+          text: string
+          error: string | null
+        }>`SELECT status, output->'result'->>'result' AS text, error
           FROM orchestration_results WHERE request_id = ${id}`.pipe(Effect.map((r) => r[0]!))
-      expect(yield* seen(a)).toEqual({ status: "success", text: 'domains=["code-review.md","team-a.md"]' })
-      expect(yield* seen(b)).toEqual({ status: "success", text: 'domains=["code-review.md","team-b.md","testing.md"]' })
-      expect(yield* seen(plain)).toEqual({ status: "success", text: 'domains=["code-review.md"]' })
+      expect(yield* seen(a)).toEqual({ status: "success", error: null, text: 'domains=["code-review.md","team-a.md"]' })
+      expect(yield* seen(b)).toEqual({
+        status: "success",
+        error: null,
+        text: 'domains=["code-review.md","team-b.md","testing.md"]'
+      })
+      expect(yield* seen(plain)).toEqual({ status: "success", error: null, text: 'domains=["code-review.md"]' })
       // The shared skill got only the pipeline's domain.
       const shared = path.join(pipeline.configDir, "skills", "orchestration", "references", "domains")
       expect(fs.readdirSync(shared).filter((f) => f !== ".gitkeep")).toEqual(["code-review.md"])

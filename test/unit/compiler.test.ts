@@ -156,7 +156,7 @@ describe("durations in a pipeline file", () => {
 describe("the pipeline file's JSON Schema", () => {
   it("is the committed pipeline.schema.json, generated from the same Schema the compiler uses", () => {
     const committed = fs.readFileSync(path.join(import.meta.dirname, "..", "..", "pipeline.schema.json"), "utf8")
-    // If this fails, regenerate: npm run stageline -- schema > pipeline.schema.json
+    // If this fails, regenerate: npm run -s stageline -- schema > pipeline.schema.json
     expect(committed).toBe(pipelineJsonSchemaText())
   })
   it("describes every top-level field and refuses others", () => {
