@@ -4,16 +4,8 @@ import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { runOnce, tempDir, writePipeline } from "../support/harness.js"
+import { isRunning } from "../support/processes.js"
 import { TestDatabase } from "../support/TestDatabase.js"
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("an agent that never finishes", (it) => {
   it.effect("ends as timeout, and no process it started is left", () =>
@@ -47,7 +39,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("an ag
       // The agent (which ignored SIGTERM), its child, and a grandchild that left the process group.
       const pids = JSON.parse(fs.readFileSync(pidFile, "utf8")) as Array<number>
       expect(pids).toHaveLength(3)
-      expect(pids.filter(alive)).toEqual([])
+      expect(pids.filter(isRunning)).toEqual([])
     })
   )
 

@@ -10,16 +10,8 @@ import { Effect, Redacted } from "effect"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { runCli, startCli, waitFor } from "../support/cli.js"
 import { tempDir, writePipeline } from "../support/harness.js"
+import { isRunning } from "../support/processes.js"
 import { TestDatabase } from "../support/TestDatabase.js"
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "180 seconds" })("a fleet of worker processes", (it) => {
   const setup = Effect.gen(function* () {
@@ -96,7 +88,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "180 seconds" })("a fl
         await Effect.runPromise(sql`UPDATE orchestration_requests SET status = 'cancelled' WHERE id = ${id}`)
         // The agent ignores SIGTERM: only the escalation to SIGKILL, after the 3 s grace, ends it.
         await waitFor("the result to say cancelled", async () => (await results(id))[0]?.status === "cancelled", 5_000)
-        expect(pids.filter(alive)).toEqual([])
+        expect(pids.filter(isRunning)).toEqual([])
         expect(await request(id)).toMatchObject({ status: "cancelled" })
         worker.child.kill("SIGTERM")
         expect((await worker.exited).code).toBe(0)

@@ -2,6 +2,7 @@
  * Plugins: loaded from the pipeline file, registered like the built-ins, and kept from hurting anything
  * but their own request.
  */
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
@@ -42,6 +43,37 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("plugi
       ])
       // A plugin stage without a timeout of its own gets the plugin default.
       expect(compiled.stages[1]!.timeoutMs).toBe(600_000)
+    })
+  )
+
+  it.effect("load by package name, looked up from the pipeline file's folder", () =>
+    Effect.gen(function* () {
+      const pipeline = pipelineWith(["stageline-plugin-hello"], "\n  - claim\n  - hello\n  - record\n")
+      const pkg = path.join(pipeline.dir, "node_modules", "stageline-plugin-hello")
+      fs.mkdirSync(pkg, { recursive: true })
+      // The deployment's own effect, as an installed plugin would find it.
+      fs.symlinkSync(path.resolve("node_modules", "effect"), path.join(pipeline.dir, "node_modules", "effect"))
+      fs.writeFileSync(
+        path.join(pkg, "package.json"),
+        JSON.stringify({ name: "stageline-plugin-hello", type: "module", main: "index.js" })
+      )
+      // Plain JavaScript, as a published plugin would ship; the stage shape is all it needs.
+      fs.writeFileSync(
+        path.join(pkg, "index.js"),
+        `import { Effect, Schema } from "effect"
+export default {
+  name: "hello",
+  description: "says hello",
+  options: Schema.Struct({}),
+  requires: ["request"],
+  provides: [],
+  runsAfterFailure: false,
+  run: () => () => Effect.succeed({})
+}
+`
+      )
+      const compiled = yield* load(pipeline.file).pipe(Effect.provide(RegistryLive))
+      expect(compiled.stages[1]).toMatchObject({ id: "hello", origin: "plugin stageline-plugin-hello" })
     })
   )
 

@@ -112,6 +112,21 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "30 seconds" })("the s
     })
   )
 
+  it.effect("claims higher priority first, and nothing before its run_after", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`DELETE FROM orchestration_requests`
+      yield* sql`INSERT INTO orchestration_requests (prompt, priority, run_after) VALUES
+        ('low', 0, now()), ('high', 5, now()), ('urgent but later', 9, now() + interval '1 hour')`
+      const order: Array<string | null> = []
+      for (let i = 0; i < 3; i++) {
+        const rows = yield* sql<{ prompt: string }>`SELECT prompt FROM claim_next_request('w')`
+        order.push(rows[0]?.prompt ?? null)
+      }
+      expect(order).toEqual(["high", "low", null])
+    })
+  )
+
   it.effect("release_stale_requests returns how many it put back to pending", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

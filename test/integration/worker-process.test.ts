@@ -9,16 +9,8 @@ import { Effect, Redacted } from "effect"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { runCli, startCli, waitFor } from "../support/cli.js"
 import { tempDir, writePipeline } from "../support/harness.js"
+import { isRunning } from "../support/processes.js"
 import { TestDatabase } from "../support/TestDatabase.js"
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("the worker process", (it) => {
   const setup = Effect.gen(function* () {
@@ -97,9 +89,32 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("the w
           expect(code).toBe(0)
           expect(await row(id)).toEqual({ status: "pending", attempts: 0, claimed_by: null })
           expect(await results(id)).toEqual([])
-          expect(pids.filter(alive)).toEqual([])
+          expect(pids.filter(isRunning)).toEqual([])
         })
       })
+  )
+
+  it.effect("on a second signal stops at once: interrupts, ends the agent, and puts the request back", () =>
+    Effect.gen(function* () {
+      const { pipeline, env, insert, row, results } = yield* setup
+      const pidFile = path.join(tempDir("pids"), "pids.json")
+      const worker = startCli(["run", "--pipeline", pipeline.file], env)
+      yield* Effect.promise(async () => {
+        const id = await insert("@hang", { pidFile })
+        await waitFor("the agent to start", async () => fs.existsSync(pidFile) && fs.statSync(pidFile).size > 0)
+        const pids = JSON.parse(fs.readFileSync(pidFile, "utf8")) as Array<number>
+        worker.child.kill("SIGINT")
+        await waitFor("the worker to start draining", async () => worker.output().includes("shutting down"))
+        // The grace is a minute; the second signal does not wait for it.
+        worker.child.kill("SIGINT")
+        const { code } = await worker.exited
+        expect(code).toBe(0)
+        expect(worker.output()).toContain("stopping now")
+        expect(await row(id)).toEqual({ status: "pending", attempts: 0, claimed_by: null })
+        expect(await results(id)).toEqual([])
+        expect(pids.filter(isRunning)).toEqual([])
+      })
+    })
   )
 
   it.effect("with --once processes what is pending and exits 0", () =>
