@@ -7,8 +7,9 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Effect, Schema } from "effect"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
+import { cloneAuth } from "../src/git/Credentials.js"
 import { GitError, git } from "../src/git/Git.js"
-import { checkBranch, checkRepoUrl } from "../src/git/RepoUrl.js"
+import { checkBranch, checkRepoUrl, redactUrl } from "../src/git/RepoUrl.js"
 import * as Stage from "../src/pipeline/Stage.js"
 
 const removeQuietly = (dir: string) =>
@@ -57,8 +58,16 @@ export default Stage.make({
       if (repoUrl === null) {
         return { workspace: { dir, tmpDir, repoUrl: null, branch: null, baseSha: null } }
       }
-      yield* git(workspaceBase, "clone", (g) =>
-        g.clone(repoUrl, dir, branch === null ? [] : ["--branch", branch, "--single-branch"])
+      const auth = yield* cloneAuth(repoUrl, tmpDir, path.join(workspaceBase, ".ssh", "known_hosts"))
+      yield* Effect.logDebug(
+        `cloning ${redactUrl(repoUrl)} (${auth.method === "none" ? "no credentials" : auth.method})`
+      )
+      yield* git(
+        workspaceBase,
+        "clone",
+        (g) => g.clone(repoUrl, dir, branch === null ? [] : ["--branch", branch, "--single-branch"]),
+        auth.env,
+        auth.unsafe
       ).pipe(
         Effect.mapError((error) =>
           /Remote branch .* not found/.test(error.message)

@@ -3,7 +3,7 @@
  * minimal environment: no prompts, only the transports a repository URL may use.
  */
 import { Data, Effect } from "effect"
-import { type SimpleGit, simpleGit } from "simple-git"
+import { type SimpleGit, type SimpleGitOptions, simpleGit } from "simple-git"
 
 export class GitError extends Data.TaggedError("GitError")<{
   readonly operation: string
@@ -40,14 +40,19 @@ const firstLine = (error: unknown) => {
   )
 }
 
-/** Runs `use` against a simple-git instance rooted at `dir`; a failure says which operation failed. */
+/**
+ * Runs `use` against a simple-git instance rooted at `dir`; a failure says which operation failed.
+ * `unsafe` lifts simple-git's guards for settings stageline made itself (credentials), never for
+ * anything a request supplied.
+ */
 export const git = <A>(
   dir: string,
   operation: string,
   use: (git: SimpleGit) => Promise<A>,
-  env: Record<string, string> = {}
+  env: Record<string, string> = {},
+  unsafe: SimpleGitOptions["unsafe"] = {}
 ) =>
   Effect.tryPromise({
-    try: (signal) => use(simpleGit({ baseDir: dir, abort: signal }).env(gitEnv(env))),
+    try: (signal) => use(simpleGit({ baseDir: dir, abort: signal, unsafe }).env(gitEnv(env))),
     catch: (cause) => new GitError({ operation, message: `git ${operation} failed: ${firstLine(cause)}`, cause })
   })
