@@ -150,6 +150,34 @@ const privateConfigDir = (shared: string, target: string, skill: string) =>
     catch: io(`cannot make the request's own config dir in ${target}`)
   })
 
+/**
+ * The pipeline's project context as the workspace's CLAUDE.md (or .claude/CLAUDE.md when the repository has
+ * its own), listed in .git/info/exclude so an agent's `git add -A` does not commit it.
+ */
+const placeProjectContext = (source: string, workspace: string) =>
+  Effect.tryPromise({
+    try: async () => {
+      const content = await fs.readFile(source)
+      const exists = (p: string) =>
+        fs.lstat(p).then(
+          () => true,
+          () => false
+        )
+      const target = !(await exists(path.join(workspace, "CLAUDE.md")))
+        ? "CLAUDE.md"
+        : !(await exists(path.join(workspace, ".claude", "CLAUDE.md")))
+          ? path.join(".claude", "CLAUDE.md")
+          : null
+      if (target === null) return
+      await fs.mkdir(path.dirname(path.join(workspace, target)), { recursive: true })
+      await fs.writeFile(path.join(workspace, target), content, { flag: "wx" })
+      if (await exists(path.join(workspace, ".git", "info"))) {
+        await fs.appendFile(path.join(workspace, ".git", "info", "exclude"), `\n/${target}\n`)
+      }
+    },
+    catch: io(`cannot place the project context ${source}`)
+  })
+
 export default Stage.make({
   name: "customize-skill",
   description: "Installs the bundled skill when absent, removes .cc-mirror-managed, overlays domain files.",
@@ -157,6 +185,13 @@ export default Stage.make({
     skill: Schema.optionalWith(SkillName, { default: () => "orchestration" }),
     domains: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }).annotations({
       description: "Domain files: bundled names (code-review) or paths relative to the pipeline file."
+    }),
+    skill_md: Schema.optional(Schema.String).annotations({
+      description: "A SKILL.md (relative to the pipeline file) that replaces the skill's own."
+    }),
+    project_context: Schema.optional(Schema.String).annotations({
+      description:
+        "A CLAUDE.md (relative to the pipeline file) placed in the workspace as project context; kept out of the agent's commits."
     })
   }),
   requires: ["request", "workspace"],
@@ -178,8 +213,18 @@ export default Stage.make({
         try: () => fs.rm(path.join(sharedSkillDir, ".cc-mirror-managed"), { force: true }),
         catch: io("cannot remove .cc-mirror-managed")
       })
+      if (options.skill_md) {
+        const file = path.resolve(location.dir, options.skill_md)
+        const content = yield* Effect.tryPromise({
+          try: () => fs.readFile(file),
+          catch: io(`cannot read skill_md ${file}`)
+        })
+        yield* writeAtomically(path.join(sharedSkillDir, "SKILL.md"), content)
+      }
       const pipelineDomains = yield* Effect.forEach(options.domains, (entry) => resolveDomain(entry, location.dir))
       yield* writeDomains(sharedSkillDir, pipelineDomains)
+      if (options.project_context)
+        yield* placeProjectContext(path.resolve(location.dir, options.project_context), input.workspace.dir)
 
       const ownDomains = [
         ...(yield* Effect.forEach(overrides?.domains ?? [], (name) => resolveDomain(name, location.dir))),

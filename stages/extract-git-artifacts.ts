@@ -21,7 +21,9 @@ export const findPrUrl = (...texts: ReadonlyArray<string | null | undefined>): s
   return null
 }
 
-const none: GitArtifacts = { headSha: null, branch: null, commits: [], prUrl: null }
+const none: GitArtifacts = { headSha: null, branch: null, commits: [], diffStat: null, pushed: false, prUrl: null }
+
+const count = (text: string, what: RegExp) => Number(what.exec(text)?.[1] ?? 0)
 
 export default Stage.make({
   name: "extract-git-artifacts",
@@ -60,6 +62,26 @@ export default Stage.make({
           const [sha, subject] = line.split("\x1f")
           return { sha: sha!, subject: subject ?? "" }
         })
-      return { git: { headSha, branch: branchName, commits, prUrl } }
+      const diffStat = workspace.baseSha
+        ? yield* git(workspace.dir, "diff", (g) =>
+            g.raw(["diff", "--shortstat", workspace.baseSha!, "HEAD", "--"])
+          ).pipe(
+            Effect.map((text) => ({
+              filesChanged: count(text, /(\d+) files? changed/),
+              insertions: count(text, /(\d+) insertions?\(\+\)/),
+              deletions: count(text, /(\d+) deletions?\(-\)/)
+            }))
+          )
+        : null
+      // Local refs only: a push updates origin's remote-tracking ref, and nothing is fetched to check.
+      const remoteSha =
+        branchName === null
+          ? null
+          : yield* git(workspace.dir, "rev-parse", (g) => g.revparse([`refs/remotes/origin/${branchName}`])).pipe(
+              Effect.map((s) => s.trim()),
+              Effect.orElseSucceed(() => null)
+            )
+      const pushed = remoteSha === headSha && commits.length > 0
+      return { git: { headSha, branch: branchName, commits, diffStat, pushed, prUrl } }
     })
 })

@@ -66,6 +66,10 @@ export interface GitArtifacts {
   readonly branch: string | null
   /** Commits reachable from HEAD and not from the base: what the agent committed. */
   readonly commits: ReadonlyArray<GitCommit>
+  /** `git diff --shortstat` of the base against HEAD. */
+  readonly diffStat: { readonly filesChanged: number; readonly insertions: number; readonly deletions: number } | null
+  /** Whether origin's copy of the branch (as this clone last saw it, after the agent's push) is at HEAD. */
+  readonly pushed: boolean
   readonly prUrl: string | null
 }
 

@@ -16,6 +16,7 @@ import { PipelineLocation } from "../pipeline/Stage.js"
 import { Queue } from "../queue/Queue.js"
 import { Wakeups } from "../queue/Wakeups.js"
 import { Lifecycle } from "./Lifecycle.js"
+import { reclaimAbandonedWorkspaces } from "./Workspaces.js"
 
 export interface WorkerSummary {
   readonly processed: number
@@ -81,6 +82,9 @@ export const run = (pipeline: CompiledPipeline) =>
       `worker ${config.workerName} running pipeline "${pipeline.name}" with ${slots.length} fiber(s)${
         lifecycle.once ? " until the queue is empty" : ""
       }`
+    )
+    yield* reclaimAbandonedWorkspaces.pipe(
+      Effect.catchAll((error) => Effect.logWarning("could not look for abandoned workspaces", error))
     )
     yield* Effect.forkScoped(rescueExpiredLeases)
     // A daemon, so that interrupting this fiber does not interrupt requests in flight: the drain decides.

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -14,7 +15,11 @@ interface ResultRow {
   readonly output: {
     stdout: string
     result: { result: string } | null
-    git: { commits: Array<{ sha: string; subject: string }> }
+    git: {
+      commits: Array<{ sha: string; subject: string }>
+      diffStat: { filesChanged: number; insertions: number; deletions: number } | null
+      pushed: boolean
+    }
   }
   readonly attempt: number
   readonly branch_name: string | null
@@ -65,6 +70,8 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
         expect(result.commit_sha).toBe(made)
         expect(result.commit_sha).not.toBe(repo.baseSha)
         expect(result.output.git.commits).toEqual([{ sha: made, subject: "add review notes" }])
+        expect(result.output.git.diffStat).toEqual({ filesChanged: 1, insertions: 1, deletions: 0 })
+        expect(result.output.git.pushed).toBe(false)
         expect(result.branch_name).toBe("main")
         expect(result.attempt).toBe(1)
         expect(result.session_id).toBe("00000000-0000-4000-8000-000000000001")
@@ -84,6 +91,21 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
         const skillDir = path.join(pipeline.configDir, "skills", "orchestration")
         expect(fs.existsSync(path.join(skillDir, "SKILL.md"))).toBe(true)
         expect(fs.existsSync(path.join(skillDir, "references", "domains", "code-review.md"))).toBe(true)
+      })
+    )
+
+    it.effect("reports a branch the agent pushed", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const repo = makeBareRepo()
+        const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (repo_url, prompt)
+        VALUES (${repo.url}, ${"@write a.txt one\n@write b.txt two\n@commit two files\n@push"}) RETURNING id`
+        yield* runOnce(writePipeline().file)
+        const [result] = yield* resultsFor(row!.id)
+        expect(result!.output.git.pushed).toBe(true)
+        expect(result!.output.git.diffStat).toEqual({ filesChanged: 2, insertions: 2, deletions: 0 })
+        const remoteHead = execFileSync("git", ["rev-parse", "main"], { cwd: repo.path }).toString().trim()
+        expect(remoteHead).toBe(result!.commit_sha)
       })
     )
 
@@ -115,3 +137,27 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
     )
   }
 )
+
+layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("workspaces a killed worker left", (it) => {
+  it.effect("are removed when a worker starts, unless their attempt is still running", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const base = tempDir("ws")
+      const [done] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts)
+        VALUES ('old', 'failed', 1) RETURNING id`
+      const [running] = yield* sql<{
+        id: string
+      }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by, lease_expires_at)
+        VALUES ('busy', 'processing', 2, 'elsewhere/1', now() + interval '1 hour') RETURNING id`
+      const make = (name: string) => fs.mkdirSync(path.join(base, name), { recursive: true })
+      make(`${done!.id}-a1`)
+      make(`.tmp/${done!.id}-a1`)
+      make(`${running!.id}-a1`)
+      make(`${running!.id}-a2`)
+      make("not-a-workspace")
+      yield* runOnce(writePipeline().file, { workspaceBase: base })
+      expect(fs.readdirSync(base).sort()).toEqual([".tmp", `${running!.id}-a2`, "not-a-workspace"].sort())
+      expect(fs.readdirSync(path.join(base, ".tmp"))).toEqual([])
+    })
+  )
+})

@@ -3,7 +3,7 @@ import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { runOnce, writePipeline } from "../support/harness.js"
+import { makeBareRepo, runOnce, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
 const stages = `
@@ -77,3 +77,46 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("a req
     })
   )
 })
+
+layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
+  "the pipeline's skill and project context",
+  (it) => {
+    it.effect("replace SKILL.md, and give the agent a CLAUDE.md it does not commit", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const repo = makeBareRepo()
+        const pipeline = writePipeline({
+          stages: `
+  - claim
+  - prepare-workspace
+  - use: customize-skill
+    with:
+      skill_md: ./SKILL.md
+      project_context: ./CLAUDE.md
+  - execute-mclaude
+  - extract-git-artifacts
+  - record
+`
+        })
+        fs.writeFileSync(
+          path.join(pipeline.dir, "SKILL.md"),
+          "---\nname: orchestration\ndescription: ours\n---\nOur own.\n"
+        )
+        fs.writeFileSync(path.join(pipeline.dir, "CLAUDE.md"), "# Project rules\n")
+        const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (repo_url, prompt)
+        VALUES (${repo.url}, ${"@ls\n@write notes.md hi\n@commit notes"}) RETURNING id`
+        yield* runOnce(pipeline.file)
+        const [r] = yield* sql<{ status: string; text: string; files: number }>`SELECT status,
+          output->'result'->>'result' AS text, (output->'git'->'diffStat'->>'filesChanged')::int AS files
+        FROM orchestration_results WHERE request_id = ${row!.id}`
+        expect(r!.status).toBe("success")
+        expect(r!.text).toContain('"CLAUDE.md"')
+        // Only the agent's own file was committed: the project context stayed out.
+        expect(r!.files).toBe(1)
+        expect(fs.readFileSync(path.join(pipeline.configDir, "skills", "orchestration", "SKILL.md"), "utf8")).toContain(
+          "Our own."
+        )
+      })
+    )
+  }
+)
