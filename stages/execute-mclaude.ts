@@ -6,9 +6,11 @@
  */
 import { Effect, Option, Schema } from "effect"
 import { inheritedEnv, metadataEnv } from "../src/agent/AgentEnvironment.js"
+import { summariseStreamLine } from "../src/agent/AgentEvents.js"
 import { maxPromptBytes, runAgent } from "../src/agent/AgentRunner.js"
 import { AgentSettings, agentFlags, resolveCommand } from "../src/agent/AgentSettings.js"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
+import { emit } from "../src/pipeline/RunObserver.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { decodeRequestConfig, InvalidRequest } from "../src/queue/RequestConfig.js"
 
@@ -20,6 +22,12 @@ export default Stage.make({
       default: () => 8 * 1024 * 1024
     }).annotations({
       description: "Bytes of stdout and of stderr kept; the rest is dropped and the truncation noted."
+    }),
+    output_format: Schema.optionalWith(Schema.Literal("stream-json", "json"), {
+      default: () => "stream-json" as const
+    }).annotations({
+      description:
+        "stream-json (default) records the agent's progress in the events table as it runs; json prints only the result."
     }),
     kill_grace_ms: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 600_000)), {
       default: () => 3_000
@@ -73,6 +81,20 @@ export default Stage.make({
         prompt: request.prompt,
         model,
         flags: agentFlags(settings, { maxTurns: config.max_turns, maxBudgetUsd: config.max_budget_usd }),
+        outputFormat: options.output_format,
+        onLine: (line) => {
+          const event = summariseStreamLine(line)
+          return event === null
+            ? Effect.void
+            : emit({
+                _tag: "AgentEvent",
+                requestId: request.id,
+                attempt: request.attempts,
+                stage: run.currentStage ?? "execute-mclaude",
+                summary: event.summary,
+                data: event.data
+              })
+        },
         cwd: workspace.dir,
         env,
         timeoutMs,

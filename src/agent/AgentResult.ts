@@ -46,6 +46,14 @@ const snippet = (text: string, max = 500) => {
   return t.length > max ? `${t.slice(0, max)}…` : t
 }
 
+/** The end of the output, where a failing program says why; stream-json puts its progress first. */
+const lastLines = (text: string, max = 500) => {
+  const t = text.trim()
+  const lines = t.split("\n").filter((l) => !l.trimStart().startsWith("{"))
+  const tail = (lines.length > 0 ? lines.join("\n") : t).trim()
+  return tail.length > max ? `…${tail.slice(-max)}` : tail
+}
+
 export interface AgentRun {
   readonly command: string
   readonly process: SubprocessResult | null
@@ -85,7 +93,7 @@ export const toOutcome = (run: AgentRun): AgentOutcome => {
     if (p.signal !== null) return { status: "error", error: `the agent was killed by ${p.signal}` }
     if (result === null) {
       const why = p.exitCode === 0 ? "exited 0" : `exited with code ${p.exitCode}`
-      const detail = snippet(stderr) || snippet(stdout) || "no output"
+      const detail = snippet(stderr) || lastLines(stdout) || "no output"
       return { status: "error", error: `the agent ${why} without a JSON result: ${detail}` }
     }
     const subtype = str(result.subtype)

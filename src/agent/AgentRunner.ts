@@ -1,5 +1,5 @@
 /**
- * One headless agent run: `<agent> --print --output-format json [--model M] -- <prompt>` in the workspace,
+ * One headless agent run: `<agent> --print --output-format stream-json --verbose [--model M] -- <prompt>` in the workspace,
  * bounded in time and output, its whole process tree ended when it finishes, times out or is interrupted.
  */
 import { Effect } from "effect"
@@ -13,6 +13,10 @@ export interface AgentInvocation {
   readonly model: string | null
   /** Flags from the pipeline (permission mode, tools, limits), placed before the prompt. */
   readonly flags: ReadonlyArray<string>
+  /** `stream-json` reports the agent's progress line by line; the result line is the same as `json`'s. */
+  readonly outputFormat: "json" | "stream-json"
+  /** Called with each line the agent prints, as it prints it (stream-json). */
+  readonly onLine?: ((line: string) => Effect.Effect<void>) | undefined
   readonly cwd: string
   readonly env: Readonly<Record<string, string>>
   readonly timeoutMs: number
@@ -24,10 +28,12 @@ export interface AgentInvocation {
 /** Linux refuses a single argument longer than this (MAX_ARG_STRLEN). */
 export const maxPromptBytes = 128 * 1024
 
-export const agentArgs = (inv: Pick<AgentInvocation, "prompt" | "model" | "flags">): Array<string> => [
+export const agentArgs = (inv: Pick<AgentInvocation, "prompt" | "model" | "flags" | "outputFormat">): Array<string> => [
   "--print",
   "--output-format",
-  "json",
+  inv.outputFormat,
+  // The CLI requires --verbose for stream-json in print mode.
+  ...(inv.outputFormat === "stream-json" ? ["--verbose"] : []),
   ...(inv.model ? ["--model", inv.model] : []),
   ...inv.flags,
   // After `--`, so that no prompt is ever read as a flag and no list-taking flag (--allowedTools) swallows it.
@@ -44,7 +50,8 @@ export const runAgent = (inv: AgentInvocation) =>
       cwd: inv.cwd,
       env: inv.env,
       outputLimitBytes: inv.outputLimitBytes,
-      killGraceMs: inv.killGraceMs
+      killGraceMs: inv.killGraceMs,
+      onStdoutLine: inv.onLine
     }).pipe(Effect.timeoutOption(inv.timeoutMs))
     return toOutcome({
       command: inv.command,

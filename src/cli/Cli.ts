@@ -14,6 +14,7 @@ import { StageRegistry } from "../pipeline/StageRegistry.js"
 import { Queue } from "../queue/Queue.js"
 import * as Worker from "../worker/Worker.js"
 import * as Admin from "./AdminCommands.js"
+import { logs } from "./LogsCommand.js"
 
 const version = "0.1.0"
 
@@ -139,6 +140,7 @@ const stageline = Command.make("stageline").pipe(
     Admin.retry,
     Admin.cancel,
     Admin.releaseStale,
+    logs,
     validate,
     schemaCommand
   ])

@@ -18,7 +18,7 @@ import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"
 import * as ScriptedModel from "../model/ScriptedModel.js"
 import { load } from "../pipeline/Compiler.js"
-import { type RunEvent, RunObserver } from "../pipeline/RunObserver.js"
+import type { RunEvent } from "../pipeline/RunObserver.js"
 import { StageRegistry } from "../pipeline/StageRegistry.js"
 import * as Worker from "../worker/Worker.js"
 import { demoScript } from "./demoScript.js"
@@ -46,6 +46,8 @@ const printer = {
           `  ${event.stage.padEnd(22)}  ${mark} in ${event.durationMs} ms${event.reason ? ` (${event.reason})` : ""}`
         )
       }
+      case "AgentEvent":
+        return Console.log(`  ${"".padEnd(22)}    ${event.summary}`)
     }
   }
 }
@@ -129,8 +131,7 @@ export const demo = Effect.scoped(
       const id = row!.id
       yield* Console.log("\nThe worker takes it through the pipeline:")
       yield* Worker.run(demoPipeline).pipe(
-        Effect.provide(Worker.stageServices(demoPipeline, { once: true })),
-        Effect.provideService(RunObserver, printer)
+        Effect.provide(Worker.stageServices(demoPipeline, { once: true, observer: printer }))
       )
 
       const [result] =

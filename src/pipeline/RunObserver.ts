@@ -6,14 +6,24 @@ import { Context, Effect } from "effect"
 
 export type RunEvent =
   | { readonly _tag: "Claimed"; readonly requestId: string; readonly attempt: number; readonly workerId: string }
-  | { readonly _tag: "StageStarted"; readonly requestId: string; readonly stage: string }
+  | { readonly _tag: "StageStarted"; readonly requestId: string; readonly attempt: number; readonly stage: string }
   | {
       readonly _tag: "StageFinished"
       readonly requestId: string
+      readonly attempt: number
       readonly stage: string
       readonly outcome: "ok" | "failed" | "skipped"
       readonly durationMs: number
       readonly reason?: string
+    }
+  | {
+      /** One line of the agent's own stream (stream-json): its start, a tool call, a message, its result. */
+      readonly _tag: "AgentEvent"
+      readonly requestId: string
+      readonly attempt: number
+      readonly stage: string
+      readonly summary: string
+      readonly data: unknown
     }
 
 export interface Observer {

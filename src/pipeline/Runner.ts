@@ -119,7 +119,7 @@ const fail = (error: unknown): RunOutcome =>
 /** Runs one stage of a claimed request, recording in `ctx` what it provides or how it failed. */
 const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo) =>
   Effect.gen(function* () {
-    const requestId = (ctx.request as { id: string }).id
+    const { id: requestId, attempts: attempt } = ctx.request as { id: string; attempts: number }
     // A cancel or a lost lease counts as the run's failure from the moment it happens.
     const aborted = yield* Deferred.poll(run.abort)
     if (aborted._tag === "Some" && ctx.failure === undefined) ctx.failure = yield* aborted.value
@@ -130,6 +130,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
         emit({
           _tag: "StageFinished",
           requestId,
+          attempt,
           stage: report.stage,
           outcome: report.outcome,
           durationMs: report.durationMs,
@@ -156,16 +157,16 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
       }
       return
     }
-    yield* emit({ _tag: "StageStarted", requestId, stage: compiled.id })
+    yield* emit({ _tag: "StageStarted", requestId, attempt, stage: compiled.id })
     run.currentStage = compiled.id
     const counter = { attempts: 0 }
     const started = Date.now()
-    const attempt = attemptStage(compiled, ctx, counter)
+    const attempts = attemptStage(compiled, ctx, counter)
     // Stages that run after failures run to the end; the others stop when the run is aborted.
     const abortable = compiled.runsAfterFailure
-      ? attempt
+      ? attempts
       : Effect.raceFirst(
-          attempt,
+          attempts,
           Effect.flatMap(Deferred.await(run.abort), (failure) => Effect.fail(new RunAborted({ failure })))
         )
     const result = yield* abortable.pipe(

@@ -9,6 +9,7 @@
  * with a parent-death signal, so a worker that is SIGKILLed takes its agents with it.
  */
 import * as fs from "node:fs"
+import { StringDecoder } from "node:string_decoder"
 import { Command, type CommandExecutor } from "@effect/platform"
 import { Data, Effect, Option, Stream } from "effect"
 import { markerVariable, terminateTree } from "./ProcessTree.js"
@@ -30,6 +31,8 @@ export interface SubprocessSpec {
   readonly outputLimitBytes: number
   /** How long the child and its descendants get between SIGTERM and SIGKILL. */
   readonly killGraceMs: number
+  /** Called with each line of stdout as it arrives (lines longer than 1 MiB are cut). */
+  readonly onStdoutLine?: ((line: string) => Effect.Effect<void>) | undefined
 }
 
 export interface CapturedOutput {
@@ -48,16 +51,36 @@ export interface SubprocessResult {
 
 const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => process.platform === "linux" && fs.existsSync(p))
 
-const capture = (stream: Stream.Stream<Uint8Array, unknown>, limit: number) =>
-  Stream.runFold(stream, { chunks: [] as Array<Uint8Array>, kept: 0, bytes: 0 }, (acc, chunk) => {
-    acc.bytes += chunk.length
-    if (acc.kept < limit) {
-      const part = chunk.length <= limit - acc.kept ? chunk : chunk.subarray(0, limit - acc.kept)
-      acc.chunks.push(part)
-      acc.kept += part.length
+const maxLine = 1024 * 1024
+
+const capture = (
+  stream: Stream.Stream<Uint8Array, unknown>,
+  limit: number,
+  onLine?: (line: string) => Effect.Effect<void>
+) =>
+  Stream.runFoldEffect(
+    stream,
+    // A decoder, so a character split across two chunks is not garbled in a line.
+    { chunks: [] as Array<Uint8Array>, kept: 0, bytes: 0, partial: "", decoder: new StringDecoder("utf8") },
+    (acc, chunk) => {
+      acc.bytes += chunk.length
+      if (acc.kept < limit) {
+        const part = chunk.length <= limit - acc.kept ? chunk : chunk.subarray(0, limit - acc.kept)
+        acc.chunks.push(part)
+        acc.kept += part.length
+      }
+      if (!onLine) return Effect.succeed(acc)
+      const lines = (acc.partial + acc.decoder.write(Buffer.from(chunk))).split("\n")
+      acc.partial = (lines.pop() ?? "").slice(0, maxLine)
+      return Effect.as(
+        Effect.forEach(lines, (line) => (line.trim() === "" ? Effect.void : onLine(line.slice(0, maxLine))), {
+          discard: true
+        }),
+        acc
+      )
     }
-    return acc
-  }).pipe(
+  ).pipe(
+    Effect.tap((acc) => (onLine && acc.partial.trim() !== "" ? onLine(acc.partial) : Effect.void)),
     Effect.map(
       (acc): CapturedOutput => ({
         text: Buffer.concat(acc.chunks).toString("utf8"),
@@ -103,7 +126,7 @@ export const runSubprocess = (spec: SubprocessSpec) =>
       yield* Effect.addFinalizer(() => terminateTree(child.pid, token, spec.killGraceMs))
       const [stdout, stderr, exit] = yield* Effect.all(
         [
-          capture(child.stdout, spec.outputLimitBytes),
+          capture(child.stdout, spec.outputLimitBytes, spec.onStdoutLine),
           capture(child.stderr, spec.outputLimitBytes),
           child.exitCode.pipe(
             Effect.map((code) => ({ exitCode: code as number | null, signal: null as string | null })),

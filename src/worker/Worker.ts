@@ -12,7 +12,9 @@ import { AgentSettings } from "../agent/AgentSettings.js"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import type { CompiledPipeline } from "../pipeline/Compiler.js"
 import { runOnce } from "../pipeline/Runner.js"
+import type { Observer } from "../pipeline/RunObserver.js"
 import { PipelineLocation } from "../pipeline/Stage.js"
+import * as EventLog from "../queue/EventLog.js"
 import { Queue } from "../queue/Queue.js"
 import { Wakeups } from "../queue/Wakeups.js"
 import { Lifecycle } from "./Lifecycle.js"
@@ -122,9 +124,13 @@ export const run = (pipeline: CompiledPipeline) =>
   }).pipe(Effect.scoped)
 
 /** What the stages of `pipeline` are given, besides the SQL client the caller provides. */
-export const stageServices = (pipeline: CompiledPipeline, options: { readonly once: boolean }) =>
+export const stageServices = (
+  pipeline: CompiledPipeline,
+  options: { readonly once: boolean; readonly observer?: Observer }
+) =>
   Layer.mergeAll(
     Queue.layer,
+    EventLog.layer(options.observer),
     Wakeups.layer,
     Lifecycle.layer(options),
     AgentSettings.layer(pipeline.agent, pipeline.dir),

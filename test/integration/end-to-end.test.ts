@@ -80,7 +80,13 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
         const [stdout] = yield* sql<{
           stdout: string
         }>`SELECT output->>'stdout' AS stdout FROM orchestration_results WHERE request_id = ${id}`
-        expect(JSON.parse(stdout!.stdout).type).toBe("result")
+        // stream-json: the agent's progress line by line, its result last.
+        const lines = stdout!.stdout
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { type: string })
+        expect(lines[0]!.type).toBe("system")
+        expect(lines[lines.length - 1]!.type).toBe("result")
 
         // The agent ran in a clone of the repository, since removed (CLEANUP_AFTER_COMPLETE).
         const pwd = /pwd=(.*)/.exec(result.output.result!.result)?.[1]

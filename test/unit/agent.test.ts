@@ -63,7 +63,9 @@ describe("mapping what the agent printed to a result status", () => {
 
 describe("the agent's command line", () => {
   it("puts the prompt after -- so it is never read as a flag", () => {
-    expect(agentArgs({ prompt: "--help me", model: "opus", flags: ["--allowedTools", "Bash", "Edit"] })).toEqual([
+    expect(
+      agentArgs({ prompt: "--help me", model: "opus", flags: ["--allowedTools", "Bash", "Edit"], outputFormat: "json" })
+    ).toEqual([
       "--print",
       "--output-format",
       "json",
@@ -75,10 +77,18 @@ describe("the agent's command line", () => {
       "--",
       "--help me"
     ])
-    expect(agentArgs({ prompt: "p", model: null, flags: [] })).toEqual([
+    expect(agentArgs({ prompt: "p", model: null, flags: [], outputFormat: "json" })).toEqual([
       "--print",
       "--output-format",
       "json",
+      "--",
+      "p"
+    ])
+    expect(agentArgs({ prompt: "p", model: null, flags: [], outputFormat: "stream-json" })).toEqual([
+      "--print",
+      "--output-format",
+      "stream-json",
+      "--verbose",
       "--",
       "p"
     ])
