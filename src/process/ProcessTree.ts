@@ -11,6 +11,54 @@ import { Effect } from "effect"
 
 export const markerVariable = "STAGELINE_RUN_TOKEN"
 
+/**
+ * The worker a child belongs to, as `<pid>:<start time>`. A child's own child outlives a SIGKILLed worker
+ * (the parent-death signal reaches only the direct child); the next worker on the machine finds such
+ * orphans by this mark, sees their worker is gone, and ends them.
+ */
+export const ownerVariable = "STAGELINE_WORKER"
+
+const startTime = (pid: number): string | null => statFields(pid)?.[19] ?? null
+
+/** This process's owner mark. */
+export const ownerMark = (): string => `${process.pid}:${startTime(process.pid) ?? "?"}`
+
+const ownerAlive = (mark: string): boolean => {
+  const [pid, started] = mark.split(":")
+  if (!pid || !/^\d+$/.test(pid)) return false
+  const fields = statFields(Number(pid))
+  return fields !== null && fields[0] !== "Z" && (started === "?" || fields[19] === started)
+}
+
+/** Kills (SIGKILL) every process left by a worker that is no longer running; returns how many. */
+export const reapOrphans = (): number => {
+  if (!procAvailable) return 0
+  const needle = Buffer.from(`${ownerVariable}=`)
+  let reaped = 0
+  for (const entry of fs.readdirSync("/proc")) {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || pid === process.pid) continue
+    let environ: Buffer
+    try {
+      environ = fs.readFileSync(`/proc/${pid}/environ`)
+    } catch {
+      continue
+    }
+    const at = environ.indexOf(needle)
+    if (at === -1 || (at > 0 && environ[at - 1] !== 0) || isZombie(pid)) continue
+    const end = environ.indexOf(0, at)
+    const mark = environ.subarray(at + needle.length, end === -1 ? undefined : end).toString()
+    if (ownerAlive(mark)) continue
+    try {
+      process.kill(pid, "SIGKILL")
+      reaped++
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return reaped
+}
+
 const procAvailable = process.platform === "linux" && fs.existsSync("/proc/self/environ")
 
 /** The processes whose environment carries `markerVariable=token`. Empty where /proc is not available. */

@@ -12,7 +12,9 @@ import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
 import { Command, type CommandExecutor } from "@effect/platform"
 import { Data, Effect, Option, Stream } from "effect"
-import { markerVariable, terminateTree } from "./ProcessTree.js"
+import { markerVariable, ownerMark, ownerVariable, terminateTree } from "./ProcessTree.js"
+
+const owner = ownerMark()
 
 export class SubprocessError extends Data.TaggedError("SubprocessError")<{
   readonly reason: "spawn-failed" | "io-failed"
@@ -108,7 +110,7 @@ export const runSubprocess = (spec: SubprocessSpec) =>
         : [spec.command, ...spec.args]
       const command = Command.make(argv[0]!, ...argv.slice(1)).pipe(
         Command.workingDirectory(spec.cwd),
-        Command.env({ ...spec.env, [markerVariable]: token }, { extendEnv: false }),
+        Command.env({ ...spec.env, [markerVariable]: token, [ownerVariable]: owner }, { extendEnv: false }),
         // An open stdin with nothing on it makes some programs (the Claude Code CLI) wait for input.
         Command.feed("")
       )

@@ -14,6 +14,7 @@ import type { CompiledPipeline } from "../pipeline/Compiler.js"
 import { runOnce } from "../pipeline/Runner.js"
 import type { Observer } from "../pipeline/RunObserver.js"
 import { PipelineLocation } from "../pipeline/Stage.js"
+import { reapOrphans } from "../process/ProcessTree.js"
 import * as EventLog from "../queue/EventLog.js"
 import { Queue } from "../queue/Queue.js"
 import { Wakeups } from "../queue/Wakeups.js"
@@ -62,6 +63,8 @@ const rescueExpiredLeases = Effect.gen(function* () {
     const rescued = yield* queue
       .rescue(config.maxAttempts, config.retryBackoffMs)
       .pipe(Effect.catchAll((error) => Effect.as(Effect.logWarning("could not look for expired leases", error), [])))
+    const reaped = reapOrphans()
+    if (reaped > 0) yield* Effect.logWarning(`ended ${reaped} process(es) left by a worker that was killed`)
     for (const r of rescued) {
       yield* Effect.logWarning(
         `request ${r.id}: worker ${r.claimed_by} stopped renewing its lease on attempt ${r.attempt}; ${
@@ -85,6 +88,8 @@ export const run = (pipeline: CompiledPipeline) =>
         lifecycle.once ? " until the queue is empty" : ""
       }`
     )
+    const reaped = reapOrphans()
+    if (reaped > 0) yield* Effect.logWarning(`ended ${reaped} process(es) left by a worker that was killed`)
     yield* reclaimAbandonedWorkspaces.pipe(
       Effect.catchAll((error) => Effect.logWarning("could not look for abandoned workspaces", error))
     )

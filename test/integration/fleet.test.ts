@@ -76,6 +76,39 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "180 seconds" })("a fl
     })
   )
 
+  it.effect("ends what a SIGKILLed worker's agent left running, and fails a request with no attempts left", () =>
+    Effect.gen(function* () {
+      const { sql, env, request, results } = yield* setup
+      const pidFile = path.join(tempDir("pids"), "pids.json")
+      const fleetEnv = { ...env, STAGELINE_LEASE_MS: "1500", STAGELINE_RETRY_BACKOFF_MS: "0" }
+      const pipeline = writePipeline()
+      yield* Effect.promise(async () => {
+        const [row] = await Effect.runPromise(
+          sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, metadata, max_attempts)
+            VALUES ('@hang', ${JSON.stringify({ pidFile })}::jsonb, 1) RETURNING id`
+        )
+        const id = row!.id
+        const doomed = startCli(["run", "--pipeline", pipeline.file], { ...fleetEnv, STAGELINE_WORKER_ID: "doomed" })
+        await waitFor("the agent to start", async () => fs.existsSync(pidFile) && fs.statSync(pidFile).size > 0)
+        const pids = JSON.parse(fs.readFileSync(pidFile, "utf8")) as Array<number>
+        doomed.child.kill("SIGKILL")
+        await doomed.exited
+        const next = startCli(["run", "--pipeline", pipeline.file], { ...fleetEnv, STAGELINE_WORKER_ID: "next" })
+        // The agent went with its worker; what it started is ended by the next worker on the machine.
+        await waitFor(
+          "every process of the dead run to be gone",
+          async () => pids.filter(isRunning).length === 0,
+          15_000
+        )
+        await waitFor("the request to fail", async () => (await request(id)).status === "failed", 15_000)
+        expect((await results(id)).map((r) => [r.attempt, r.status])).toEqual([[1, "error"]])
+        next.child.kill("SIGTERM")
+        expect((await next.exited).code).toBe(0)
+        expect(next.output()).toContain("left by a worker that was killed")
+      })
+    })
+  )
+
   it.effect("stops a running request that is cancelled: its agent's processes gone, the result cancelled", () =>
     Effect.gen(function* () {
       const { sql, env, insert, request, results } = yield* setup
