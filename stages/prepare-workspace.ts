@@ -9,6 +9,7 @@ import { Effect, Schema } from "effect"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import { cloneAuth } from "../src/git/Credentials.js"
 import { GitError, git } from "../src/git/Git.js"
+import { updateMirror } from "../src/git/MirrorCache.js"
 import { checkBranch, checkRepoUrl, redactUrl } from "../src/git/RepoUrl.js"
 import * as Stage from "../src/pipeline/Stage.js"
 
@@ -18,12 +19,21 @@ const removeQuietly = (dir: string) =>
 export default Stage.make({
   name: "prepare-workspace",
   description: "Makes the request's workspace: a clone of repo_url at branch, or an empty directory.",
-  options: Schema.Struct({}),
+  options: Schema.Struct({
+    mirror_cache: Schema.optionalWith(Schema.Boolean, { default: () => true }).annotations({
+      description:
+        "Keep a bare mirror per repository and make workspaces from it (a fetch, not a clone, for a repository seen before)."
+    }),
+    mirror_dir: Schema.optional(Schema.String).annotations({
+      description: "Where the mirrors live, relative to the pipeline file (default <workspace base>/.mirrors)."
+    })
+  }),
   requires: ["request"],
   provides: ["workspace"],
-  run: () => (input) =>
+  run: (options) => (input) =>
     Effect.gen(function* () {
       const { workspaceBase, cleanupAfterComplete } = yield* WorkerConfig
+      const location = yield* Stage.PipelineLocation
       const request = input.request
       const name = `${request.id}-a${request.attempts}`
       const dir = path.join(workspaceBase, name)
@@ -62,13 +72,24 @@ export default Stage.make({
       yield* Effect.logDebug(
         `cloning ${redactUrl(repoUrl)} (${auth.method === "none" ? "no credentials" : auth.method})`
       )
-      yield* git(
-        workspaceBase,
-        "clone",
-        (g) => g.clone(repoUrl, dir, branch === null ? [] : ["--branch", branch, "--single-branch"]),
-        auth.env,
-        auth.unsafe
-      ).pipe(
+      const branchArgs = branch === null ? [] : ["--branch", branch, "--single-branch"]
+      const clone = options.mirror_cache
+        ? Effect.gen(function* () {
+            const mirror = yield* updateMirror({
+              cacheDir: options.mirror_dir
+                ? path.resolve(location.dir, options.mirror_dir)
+                : path.join(workspaceBase, ".mirrors"),
+              repoUrl,
+              env: auth.env,
+              unsafe: auth.unsafe,
+              lockWaitMs: 10 * 60_000
+            })
+            // A local clone of the mirror: hard links, no network; then origin is the real remote again.
+            yield* git(workspaceBase, "clone", (g) => g.clone(mirror, dir, branchArgs))
+            yield* git(dir, "remote", (g) => g.remote(["set-url", "origin", repoUrl]))
+          })
+        : git(workspaceBase, "clone", (g) => g.clone(repoUrl, dir, branchArgs), auth.env, auth.unsafe)
+      yield* clone.pipe(
         Effect.mapError((error) =>
           /Remote branch .* not found/.test(error.message)
             ? new GitError({
