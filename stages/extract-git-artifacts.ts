@@ -5,10 +5,12 @@
  */
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { Effect, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
+import { inheritedEnv } from "../src/agent/AgentEnvironment.js"
 import { git } from "../src/git/Git.js"
 import type { GitArtifacts } from "../src/pipeline/RunContext.js"
 import * as Stage from "../src/pipeline/Stage.js"
+import { runSubprocess, which } from "../src/process/Subprocess.js"
 
 const prUrlPattern = /https:\/\/[A-Za-z0-9.-]+\/[\w.-]+\/[\w.-]+\/(?:pull|merge_requests|pull-requests)\/\d+/g
 
@@ -21,13 +23,36 @@ export const findPrUrl = (...texts: ReadonlyArray<string | null | undefined>): s
   return null
 }
 
+/** `gh pr view <branch> --json url` in the workspace, when gh is on PATH and a token is set; else null. */
+const prUrlFromGh = (dir: string, branch: string) =>
+  Effect.gen(function* () {
+    const token = process.env.GH_TOKEN || process.env.GITHUB_TOKEN
+    const gh = which("gh")
+    if (!token || Option.isNone(gh)) return null
+    const result = yield* runSubprocess({
+      command: gh.value,
+      args: ["pr", "view", branch, "--json", "url", "--jq", ".url"],
+      cwd: dir,
+      env: { ...inheritedEnv(process.env), GH_TOKEN: token, GH_PROMPT_DISABLED: "1", NO_COLOR: "1" },
+      outputLimitBytes: 64 * 1024,
+      killGraceMs: 1_000
+    }).pipe(
+      Effect.timeoutOption("30 seconds"),
+      Effect.orElseSucceed(() => Option.none())
+    )
+    if (Option.isNone(result) || result.value.exitCode !== 0) return null
+    const url = result.value.stdout.text.trim()
+    return /^https:\/\/\S+$/.test(url) ? url : null
+  })
+
 const none: GitArtifacts = { headSha: null, branch: null, commits: [], diffStat: null, pushed: false, prUrl: null }
 
 const count = (text: string, what: RegExp) => Number(what.exec(text)?.[1] ?? 0)
 
 export default Stage.make({
   name: "extract-git-artifacts",
-  description: "Reports HEAD, the branch, the commits made since the clone and a pull-request URL.",
+  description:
+    "Reports HEAD, the branch, the commits since the clone, the diff stat, whether it was pushed, and its pull request.",
   options: Schema.Struct({}),
   requires: ["workspace"],
   provides: ["git"],
@@ -82,6 +107,8 @@ export default Stage.make({
               Effect.orElseSucceed(() => null)
             )
       const pushed = remoteSha === headSha && commits.length > 0
-      return { git: { headSha, branch: branchName, commits, diffStat, pushed, prUrl } }
+      // The forge knows best which PR the branch has; ask it when the gh CLI and a token are there.
+      const fromForge = pushed && branchName !== null ? yield* prUrlFromGh(workspace.dir, branchName) : null
+      return { git: { headSha, branch: branchName, commits, diffStat, pushed, prUrl: fromForge ?? prUrl } }
     })
 })

@@ -67,7 +67,8 @@ export const toOutcome = (run: AgentRun): AgentOutcome => {
   const p = run.process
   const stdout = p?.stdout.text ?? ""
   const stderr = p?.stderr.text ?? ""
-  const result = run.timedOut ? null : parseResultObject(stdout)
+  // When the output was cut, the result line (printed last) survives in lastLine.
+  const result = run.timedOut ? null : (parseResultObject(stdout) ?? (p ? parseResultObject(p.stdout.lastLine) : null))
   const base = {
     command: run.command,
     exitCode: p?.exitCode ?? null,

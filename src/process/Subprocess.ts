@@ -41,6 +41,8 @@ export interface CapturedOutput {
   readonly text: string
   readonly bytes: number
   readonly truncated: boolean
+  /** The last non-empty line, kept even when the text was cut (where a program prints its result). */
+  readonly lastLine: string
 }
 
 export interface SubprocessResult {
@@ -63,7 +65,14 @@ const capture = (
   Stream.runFoldEffect(
     stream,
     // A decoder, so a character split across two chunks is not garbled in a line.
-    { chunks: [] as Array<Uint8Array>, kept: 0, bytes: 0, partial: "", decoder: new StringDecoder("utf8") },
+    {
+      chunks: [] as Array<Uint8Array>,
+      kept: 0,
+      bytes: 0,
+      partial: "",
+      lastLine: "",
+      decoder: new StringDecoder("utf8")
+    },
     (acc, chunk) => {
       acc.bytes += chunk.length
       if (acc.kept < limit) {
@@ -71,9 +80,11 @@ const capture = (
         acc.chunks.push(part)
         acc.kept += part.length
       }
-      if (!onLine) return Effect.succeed(acc)
       const lines = (acc.partial + acc.decoder.write(Buffer.from(chunk))).split("\n")
       acc.partial = (lines.pop() ?? "").slice(0, maxLine)
+      const last = lines.findLast((l) => l.trim() !== "")
+      if (last !== undefined) acc.lastLine = last.slice(0, maxLine)
+      if (!onLine) return Effect.succeed(acc)
       return Effect.as(
         Effect.forEach(lines, (line) => (line.trim() === "" ? Effect.void : onLine(line.slice(0, maxLine))), {
           discard: true
@@ -87,7 +98,8 @@ const capture = (
       (acc): CapturedOutput => ({
         text: Buffer.concat(acc.chunks).toString("utf8"),
         bytes: acc.bytes,
-        truncated: acc.bytes > acc.kept
+        truncated: acc.bytes > acc.kept,
+        lastLine: acc.partial.trim() !== "" ? acc.partial : acc.lastLine
       })
     )
   )

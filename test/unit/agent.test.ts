@@ -10,8 +10,8 @@ const proc = (stdout: string, exitCode: number | null = 0, signal: string | null
   pid: 1,
   exitCode,
   signal,
-  stdout: { text: stdout, bytes: stdout.length, truncated: false },
-  stderr: { text: "", bytes: 0, truncated: false }
+  stdout: { text: stdout, bytes: stdout.length, truncated: false, lastLine: stdout.trim().split("\n").at(-1) ?? "" },
+  stderr: { text: "", bytes: 0, truncated: false, lastLine: "" }
 })
 const result = (fields: Record<string, unknown>) =>
   JSON.stringify({ type: "result", subtype: "success", is_error: false, result: "done", session_id: "s1", ...fields })
