@@ -8,30 +8,13 @@ import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { withEnv } from "../support/env.js"
 import { gitHttpServer } from "../support/gitHttpServer.js"
 import { makeBareRepo, runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
 const token = "ghp_TESTTOKEN0123456789abcdef"
 const stages = "\n  - claim\n  - prepare-workspace\n  - execute-mclaude\n  - extract-git-artifacts\n  - record\n"
-
-/** Sets environment variables for the length of the effect. */
-const withEnv = <A, E, R>(vars: Record<string, string>, effect: Effect.Effect<A, E, R>) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => {
-      const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]))
-      Object.assign(process.env, vars)
-      return before
-    }),
-    () => effect,
-    (before) =>
-      Effect.sync(() => {
-        for (const [k, v] of Object.entries(before)) {
-          if (v === undefined) delete process.env[k]
-          else process.env[k] = v
-        }
-      })
-  )
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("cloning with credentials", (it) => {
   it.scoped("sends GH_TOKEN to an allowed host, and never writes it into the clone, a log or a row", () =>

@@ -3,18 +3,10 @@ import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { makeBareRepo, runOnce, writePipeline } from "../support/harness.js"
+import { defaultStages, makeBareRepo, runOnce, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
-const stages = `
-  - claim
-  - prepare-workspace
-  - use: customize-skill
-    with:
-      domains: [code-review]
-  - execute-mclaude
-  - record
-`
+const stages = defaultStages
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("a request's skill_overrides", (it) => {
   it.effect("reach only that request's agent, even when requests run side by side", () =>

@@ -8,25 +8,9 @@ import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { Queue } from "../../src/queue/Queue.js"
+import { withEnv } from "../support/env.js"
 import { makeBareRepo, runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
-
-const withEnv = <A, E, R>(vars: Record<string, string>, effect: Effect.Effect<A, E, R>) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => {
-      const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]))
-      Object.assign(process.env, vars)
-      return before
-    }),
-    () => effect,
-    (before) =>
-      Effect.sync(() => {
-        for (const [k, v] of Object.entries(before)) {
-          if (v === undefined) delete process.env[k]
-          else process.env[k] = v
-        }
-      })
-  )
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("the stages in detail", (it) => {
   it.effect("asks gh for the pushed branch's pull request, when gh and a token are there", () =>
