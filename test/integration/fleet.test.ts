@@ -104,7 +104,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "180 seconds" })("a fl
         expect((await results(id)).map((r) => [r.attempt, r.status])).toEqual([[1, "error"]])
         next.child.kill("SIGTERM")
         expect((await next.exited).code).toBe(0)
-        expect(next.output()).toContain("left by a worker that was killed")
+        // (Any worker on the machine may be the one that ends them: each reaps every dead worker's leftovers.)
       })
     })
   )
