@@ -68,7 +68,18 @@ export default Stage.make({
       if (repoUrl === null) {
         return { workspace: { dir, tmpDir, repoUrl: null, branch: null, baseSha: null } }
       }
-      const auth = yield* cloneAuth(repoUrl, tmpDir, path.join(workspaceBase, ".ssh", "known_hosts"))
+      // Credentials live in a folder of their own, gone as soon as the clone is done: never in the
+      // agent's TMPDIR or workspace, where a prompt could read them.
+      const secretsDir = yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          const dir = path.join(workspaceBase, ".secrets", name)
+          await fs.rm(dir, { recursive: true, force: true })
+          await fs.mkdir(dir, { recursive: true, mode: 0o700 })
+          return dir
+        }),
+        (dir) => removeQuietly(dir)
+      )
+      const auth = yield* cloneAuth(repoUrl, secretsDir, path.join(workspaceBase, ".ssh", "known_hosts"))
       yield* Effect.logDebug(
         `cloning ${redactUrl(repoUrl)} (${auth.method === "none" ? "no credentials" : auth.method})`
       )
@@ -100,6 +111,7 @@ export default Stage.make({
             : error
         )
       )
+      yield* removeQuietly(secretsDir)
       const baseSha = yield* git(dir, "rev-parse", (g) => g.revparse(["HEAD"])).pipe(
         Effect.map((sha) => sha.trim()),
         // A repository with no commits yet has no HEAD.

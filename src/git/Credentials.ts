@@ -2,10 +2,12 @@
  * How a clone authenticates, without a secret ever landing in a URL, `.git/config`, a log or a row.
  *
  * - HTTPS: `GH_TOKEN` (or `GITHUB_TOKEN`) is offered by a credential helper given to git through
- *   `GIT_CONFIG_*` variables (never written to disk), and only to the hosts in `GIT_TOKEN_HOSTS`
+ *   `GIT_CONFIG_*` variables (never written to disk), over HTTPS (plain HTTP only to this machine), and
+ *   only to the hosts in `GIT_TOKEN_HOSTS`
  *   (default: github.com and `GH_HOST`). A request's `repo_url` naming any other host gets no token, so a
  *   hostile row cannot send the worker's token to a server of its choosing.
- * - SSH: `SSH_PRIVATE_KEY` is written to a 0600 file in the run's private temp dir (removed with it) and
+ * - SSH: `SSH_PRIVATE_KEY` is written to a 0600 file in a folder of its own (removed right after the
+ *   clone, and never the agent's TMPDIR) and
  *   used through `GIT_SSH_COMMAND` with `IdentitiesOnly`. Host keys: the ones in `SSH_KNOWN_HOSTS` when
  *   set (and only those: `StrictHostKeyChecking=yes`); otherwise trust on first use (`accept-new`) with a
  *   known-hosts file kept beside the workspaces, so a host key that changes later is refused.
@@ -36,6 +38,9 @@ const hostOf = (url: string): string | null => {
     return null
   }
 }
+
+const isLoopback = (host: string | null) =>
+  host !== null && /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$/.test(host)
 
 const isSsh = (url: string) => url.startsWith("ssh://") || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(url)
 
@@ -86,7 +91,9 @@ export const cloneAuth = (
       }
     }
     const token = env.GH_TOKEN || env.GITHUB_TOKEN
-    if (!token || host === null || !/^https?:\/\//.test(repoUrl) || !tokenHosts(env).includes(host)) {
+    // Plain HTTP would send the token in clear text: only to this machine.
+    const secure = repoUrl.startsWith("https://") || (repoUrl.startsWith("http://") && isLoopback(host))
+    if (!token || host === null || !secure || !tokenHosts(env).includes(host)) {
       return { env: {}, unsafe: {}, method: "none" }
     }
     const scheme = repoUrl.startsWith("http://") ? "http" : "https"

@@ -2,11 +2,13 @@
  * A cache of bare mirrors, one per repository URL, so a repository seen before is fetched rather than
  * cloned again, and a workspace is made from the mirror by a local clone (hard links, no network).
  *
- * Updating a mirror takes a lock (a directory created atomically, holding its owner's pid); a lock whose
- * owner is dead is broken, so a killed worker never wedges the cache. Cloning from a mirror needs no lock:
+ * Updating a mirror takes a lock (a directory renamed into place with its owner's pid and start time); a
+ * lock whose owner is gone is broken, so a killed worker never wedges the cache, and waiting for a lock
+ * can be interrupted (a cancel, a timeout, a shutdown). Cloning from a mirror needs no lock:
  * a fetch only adds objects and moves refs atomically.
  */
 import { createHash } from "node:crypto"
+import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Effect } from "effect"
@@ -15,48 +17,86 @@ import { GitError, git } from "./Git.js"
 export const mirrorPath = (cacheDir: string, repoUrl: string) =>
   path.join(cacheDir, `${createHash("sha256").update(repoUrl).digest("hex").slice(0, 32)}.git`)
 
-const alive = (pid: number) => {
+/** The owner of a lock: pid and start time, so a reused pid is not taken for the owner. */
+const ownerMark = () => {
+  let started = "?"
   try {
-    process.kill(pid, 0)
-    return true
+    const stat = readFileSync(`/proc/${process.pid}/stat`, "utf8")
+    started = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "?"
+  } catch {
+    // no /proc: pid alone
+  }
+  return `${process.pid}:${started}`
+}
+
+const ownerAlive = (mark: string) => {
+  const [pid, started] = mark.split(":")
+  try {
+    process.kill(Number(pid), 0)
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM"
+    if ((error as NodeJS.ErrnoException).code !== "EPERM") return false
+  }
+  if (started === "?" || started === undefined) return true
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] === started
+  } catch {
+    return false
   }
 }
 
-/** Holds `lockDir` for the scope: waits for a live holder (up to `waitMs`), breaks a dead one's. */
+/**
+ * One try at the lock. It appears whole or not at all: made aside with its owner file, then renamed into
+ * place. A lock whose owner is gone is taken over by renaming it away first, so two waiters cannot both
+ * break it.
+ */
+const tryLock = (lockDir: string) =>
+  Effect.promise(async (): Promise<boolean> => {
+    const staging = `${lockDir}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`
+    await fs.mkdir(staging, { recursive: true })
+    await fs.writeFile(path.join(staging, "owner"), ownerMark())
+    try {
+      await fs.rename(staging, lockDir)
+      return true
+    } catch {
+      await fs.rm(staging, { recursive: true, force: true })
+    }
+    const owner = await fs.readFile(path.join(lockDir, "owner"), "utf8").catch(() => null)
+    if (owner !== null && !ownerAlive(owner.trim())) {
+      const broken = `${lockDir}.broken.${process.pid}.${Math.random().toString(36).slice(2)}`
+      // Only one waiter's rename succeeds; the others simply try again.
+      await fs.rename(lockDir, broken).then(
+        () => fs.rm(broken, { recursive: true, force: true }),
+        () => {}
+      )
+    }
+    return false
+  })
+
+/** Holds `lockDir` for the scope, waiting (interruptibly) up to `waitMs` while a live process holds it. */
 const lock = (lockDir: string, waitMs: number) =>
-  Effect.acquireRelease(
-    Effect.gen(function* () {
-      const deadline = Date.now() + waitMs
-      while (true) {
-        const taken = yield* Effect.promise(() =>
-          fs.mkdir(lockDir).then(
-            () => true,
-            () => false
-          )
-        )
-        if (taken) {
-          yield* Effect.promise(() => fs.writeFile(path.join(lockDir, "owner"), String(process.pid)))
-          return
-        }
-        const owner = yield* Effect.promise(() => fs.readFile(path.join(lockDir, "owner"), "utf8").catch(() => ""))
-        if (owner !== "" && !alive(Number(owner))) {
-          yield* Effect.logWarning(`breaking the lock ${lockDir} of process ${owner}, which is gone`)
-          yield* Effect.promise(() => fs.rm(lockDir, { recursive: true, force: true }))
-          continue
-        }
-        if (Date.now() > deadline) {
-          return yield* new GitError({
-            operation: "mirror",
-            message: `the mirror lock ${lockDir} stayed taken for ${waitMs} ms`
-          })
-        }
-        yield* Effect.sleep("50 millis")
+  Effect.gen(function* () {
+    const deadline = Date.now() + waitMs
+    const attempt = Effect.uninterruptible(
+      Effect.tap(tryLock(lockDir), (taken) =>
+        taken
+          ? Effect.addFinalizer(() =>
+              Effect.promise(() => fs.rm(lockDir, { recursive: true, force: true }).catch(() => {}))
+            )
+          : Effect.void
+      )
+    )
+    // Only the single try is uninterruptible (so a lock taken is always released); the waiting is not.
+    while (!(yield* attempt)) {
+      if (Date.now() > deadline) {
+        return yield* new GitError({
+          operation: "mirror",
+          message: `the mirror lock ${lockDir} stayed taken for ${waitMs} ms`
+        })
       }
-    }),
-    () => Effect.promise(() => fs.rm(lockDir, { recursive: true, force: true }).catch(() => {}))
-  )
+      yield* Effect.sleep("50 millis")
+    }
+  })
 
 export interface MirrorOptions {
   readonly cacheDir: string

@@ -73,7 +73,11 @@ export interface QueueService {
     stage: string | null
   ) => Effect.Effect<LeaseState, SqlError.SqlError>
   /** Puts back (or fails) requests whose lease ran out, with a result row for each lost attempt. */
-  readonly rescue: (maxAttempts: number, backoffMs: number) => Effect.Effect<ReadonlyArray<Rescued>, SqlError.SqlError>
+  readonly rescue: (
+    maxAttempts: number,
+    backoffMs: number,
+    retryCrashes: boolean
+  ) => Effect.Effect<ReadonlyArray<Rescued>, SqlError.SqlError>
   /** Puts a request this worker holds back to pending, not counting the attempt (a shutdown, not a failure). */
   readonly release: (requestId: string, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
   /**
@@ -122,8 +126,8 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Effect.withSpan("Queue.heartbeat")
       )
 
-    const rescue: QueueService["rescue"] = (maxAttempts, backoffMs) =>
-      sql<Rescued>`SELECT * FROM rescue_expired_leases(${maxAttempts}, ${backoffMs} * interval '1 millisecond')`.pipe(
+    const rescue: QueueService["rescue"] = (maxAttempts, backoffMs, retryCrashes) =>
+      sql<Rescued>`SELECT * FROM rescue_expired_leases(${maxAttempts}, ${backoffMs} * interval '1 millisecond', ${retryCrashes})`.pipe(
         Effect.withSpan("Queue.rescue")
       )
 

@@ -61,7 +61,7 @@ const rescueExpiredLeases = Effect.gen(function* () {
   while (true) {
     yield* Effect.sleep(Math.max(250, Math.floor(config.leaseMs / 2)))
     const rescued = yield* queue
-      .rescue(config.maxAttempts, config.retryBackoffMs)
+      .rescue(config.maxAttempts, config.retryBackoffMs, config.retryOn.includes("crash"))
       .pipe(Effect.catchAll((error) => Effect.as(Effect.logWarning("could not look for expired leases", error), [])))
     const reaped = reapOrphans()
     if (reaped > 0) yield* Effect.logWarning(`ended ${reaped} process(es) left by a worker that was killed`)

@@ -1,7 +1,8 @@
 /**
  * Workspaces left behind by a worker that was killed: at start, every workspace (and private temp dir)
- * whose request attempt is not running any more is removed. Only when workspaces are cleaned up at all
- * (`CLEANUP_AFTER_COMPLETE`); a kept workspace is the operator's to remove.
+ * whose request attempt is not running any more is removed, when workspaces are cleaned up at all
+ * (`CLEANUP_AFTER_COMPLETE`; a kept workspace is the operator's to remove). Credential folders of runs
+ * that ended are removed always.
  */
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -13,10 +14,14 @@ const workspaceName = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 
 export const reclaimAbandonedWorkspaces = Effect.gen(function* () {
   const { workspaceBase, cleanupAfterComplete } = yield* WorkerConfig
-  if (!cleanupAfterComplete) return 0
   const sql = yield* SqlClient.SqlClient
   const found: Array<{ dir: string; id: string; attempt: number }> = []
-  for (const base of [workspaceBase, path.join(workspaceBase, ".tmp")]) {
+  // Credentials a killed run left are removed whatever the cleanup setting; workspaces only when it is on.
+  const bases = [
+    path.join(workspaceBase, ".secrets"),
+    ...(cleanupAfterComplete ? [workspaceBase, path.join(workspaceBase, ".tmp")] : [])
+  ]
+  for (const base of bases) {
     const entries = yield* Effect.promise(() => fs.readdir(base).catch(() => [] as Array<string>))
     for (const entry of entries) {
       const match = workspaceName.exec(entry)

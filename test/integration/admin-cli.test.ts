@@ -56,6 +56,10 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("the o
       expect(notFinished.code).toBe(1)
       expect(notFinished.output).toContain("is processing; only failed, cancelled or completed requests can be retried")
 
+      // A live lease keeps it; once the lease has run out, it is stale.
+      const kept = yield* cli("release-stale", "--older-than", "1h")
+      expect(kept.output).toContain("released 0 request(s)")
+      yield* sql`UPDATE orchestration_requests SET lease_expires_at = now() - interval '1 second' WHERE id = ${running!.id}`
       const released = yield* cli("release-stale", "--older-than", "1h")
       expect(released.output).toContain("released 1 request(s) claimed more than 1h ago")
       expect((yield* statusOf(running!.id)).status).toBe("pending")

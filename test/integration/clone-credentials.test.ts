@@ -97,6 +97,9 @@ require("node:child_process").execFileSync("sh", ["-c", command], { stdio: "inhe
       expect(call.content).toBe("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAtestkey\n-----END OPENSSH PRIVATE KEY-----\n")
       expect(call.args).toEqual(expect.arrayContaining(["IdentitiesOnly=yes", "StrictHostKeyChecking=accept-new"]))
       expect(fs.existsSync(call.key)).toBe(false)
+      // Never where the agent keeps its files: its TMPDIR is the run's .tmp folder.
+      expect(call.key).toContain(`${path.sep}.secrets${path.sep}`)
+      expect(call.key).not.toContain(`${path.sep}.tmp${path.sep}`)
       expect(result!.everything).not.toContain("AAAAtestkey")
     })
   )

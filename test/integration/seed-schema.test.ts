@@ -153,6 +153,50 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "30 seconds" })("the s
     })
   )
 
+  it.effect("release_stale_requests leaves a request whose worker still renews its lease", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`DELETE FROM orchestration_requests`
+      yield* sql`INSERT INTO orchestration_requests (prompt, status, claimed_at, claimed_by, lease_expires_at) VALUES
+        ('alive', 'processing', now() - interval '2 hours', 'w', now() + interval '30 seconds'),
+        ('dead', 'processing', now() - interval '2 hours', 'w', now() - interval '1 minute')`
+      const [released] = yield* sql<{ n: number }>`SELECT release_stale_requests('30 minutes'::interval) AS n`
+      expect(released!.n).toBe(1)
+      const rows = yield* sql<{
+        prompt: string
+        status: string
+      }>`SELECT prompt, status FROM orchestration_requests ORDER BY prompt`
+      expect(rows).toEqual([
+        { prompt: "alive", status: "processing" },
+        { prompt: "dead", status: "pending" }
+      ])
+    })
+  )
+
+  it.effect("rescue finishes a cancelled request whose worker died, and retries a crash only when told to", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`DELETE FROM orchestration_results`
+      yield* sql`DELETE FROM orchestration_requests`
+      yield* sql`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by, lease_expires_at) VALUES
+        ('cancelled', 'cancelled', 1, 'w', now() - interval '1 minute'),
+        ('crashed', 'processing', 1, 'w', now() - interval '1 minute')`
+      const rescued = yield* sql<{
+        status: string
+      }>`SELECT status FROM rescue_expired_leases(3, interval '0', false) ORDER BY status`
+      expect(rescued.map((r) => r.status)).toEqual(["cancelled", "failed"])
+      const results = yield* sql<{
+        prompt: string
+        status: string
+      }>`SELECT q.prompt, r.status FROM orchestration_results r
+        JOIN orchestration_requests q ON q.id = r.request_id ORDER BY q.prompt`
+      expect(results).toEqual([
+        { prompt: "cancelled", status: "cancelled" },
+        { prompt: "crashed", status: "error" }
+      ])
+    })
+  )
+
   it.effect("claims through the partial index however many rows have finished", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
