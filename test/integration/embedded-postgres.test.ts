@@ -112,6 +112,17 @@ describe("the embedded PostgreSQL", () => {
         // Clean up the server the killed owner left.
         yield* Effect.scoped(Embedded.start(options))
         expect(yield* Effect.promise(() => accepts(port))).toBe(false)
+
+        // The process that started the server leaves first: the one still using it keeps it.
+        const starter = yield* Scope.make()
+        expect((yield* Embedded.start(options).pipe(Scope.extend(starter))).owned).toBe(true)
+        const latecomer = yield* hold(baseDir, port)
+        yield* Scope.close(starter, Exit.void)
+        expect(yield* Effect.promise(() => accepts(port))).toBe(true)
+        latecomer.kill("SIGKILL")
+        yield* Effect.promise(() => new Promise((r) => latecomer.once("exit", r)))
+        yield* Effect.scoped(Embedded.start(options))
+        expect(yield* Effect.promise(() => accepts(port))).toBe(false)
       }),
     120_000
   )
