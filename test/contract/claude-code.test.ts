@@ -150,6 +150,13 @@ layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("the rea
       const newInShared = fs.readdirSync(os.tmpdir()).filter((e) => !sharedTmpBefore.has(e) && /claude/i.test(e))
       expect(newInShared).toEqual([])
       expect(processesIn(workspaceBase)).toEqual([])
+      // The CLI's stream-json steps reached the events table as it ran.
+      const sql = yield* SqlClient.SqlClient
+      const steps = yield* sql<{ message: string }>`SELECT message FROM orchestration_events
+        WHERE request_id = ${id} AND kind = 'agent' ORDER BY id`
+      expect(steps[0]!.message).toMatch(/^agent started \(model claude-opus/)
+      expect(steps.map((s) => s.message)).toContain("uses Bash: Write the review notes and commit them")
+      expect(steps.at(-1)!.message).toBe("finished: success, 2 turns")
     })
   )
 
