@@ -51,12 +51,13 @@ export const runAgent = (inv: AgentInvocation) =>
       env: inv.env,
       outputLimitBytes: inv.outputLimitBytes,
       killGraceMs: inv.killGraceMs,
+      timeoutMs: inv.timeoutMs,
       onStdoutLine: inv.onLine
-    }).pipe(Effect.timeoutOption(inv.timeoutMs))
+    })
     return toOutcome({
       command: inv.command,
-      process: process._tag === "Some" ? process.value : null,
-      timedOut: process._tag === "None",
+      process,
+      timedOut: process.timedOut,
       timeoutMs: inv.timeoutMs,
       durationMs: Date.now() - started
     }) satisfies AgentOutcome

@@ -11,7 +11,7 @@
 import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
 import { Command, type CommandExecutor } from "@effect/platform"
-import { Data, Effect, Option, Stream } from "effect"
+import { Data, Effect, Fiber, Option, Stream } from "effect"
 import { markerVariable, ownerMark, ownerVariable, terminateTree } from "./ProcessTree.js"
 
 const owner = ownerMark()
@@ -33,6 +33,8 @@ export interface SubprocessSpec {
   readonly outputLimitBytes: number
   /** How long the child and its descendants get between SIGTERM and SIGKILL. */
   readonly killGraceMs: number
+  /** Stop the program (its whole tree) after this long, keeping what it printed. */
+  readonly timeoutMs?: number | undefined
   /** Called with each line of stdout as it arrives (lines longer than 1 MiB are cut). */
   readonly onStdoutLine?: ((line: string) => Effect.Effect<void>) | undefined
 }
@@ -47,6 +49,8 @@ export interface CapturedOutput {
 
 export interface SubprocessResult {
   readonly pid: number
+  /** Stopped because it ran past `timeoutMs`. */
+  readonly timedOut: boolean
   readonly exitCode: number | null
   readonly signal: string | null
   readonly stdout: CapturedOutput
@@ -57,52 +61,61 @@ const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => process.platfor
 
 const maxLine = 1024 * 1024
 
-const capture = (
+interface Accumulator {
+  readonly chunks: Array<Uint8Array>
+  kept: number
+  bytes: number
+  partial: string
+  lastLine: string
+  readonly decoder: StringDecoder
+}
+
+const accumulator = (): Accumulator => ({
+  chunks: [],
+  kept: 0,
+  bytes: 0,
+  partial: "",
+  lastLine: "",
+  // A decoder, so a character split across two chunks is not garbled in a line.
+  decoder: new StringDecoder("utf8")
+})
+
+/**
+ * Reads a stream into `acc` as it arrives: what was read is there even if reading is cut short (a
+ * timeout), so a stopped program's last words are kept.
+ */
+const captureInto = (
   stream: Stream.Stream<Uint8Array, unknown>,
+  acc: Accumulator,
   limit: number,
   onLine?: (line: string) => Effect.Effect<void>
 ) =>
-  Stream.runFoldEffect(
-    stream,
-    // A decoder, so a character split across two chunks is not garbled in a line.
-    {
-      chunks: [] as Array<Uint8Array>,
-      kept: 0,
-      bytes: 0,
-      partial: "",
-      lastLine: "",
-      decoder: new StringDecoder("utf8")
-    },
-    (acc, chunk) => {
-      acc.bytes += chunk.length
-      if (acc.kept < limit) {
-        const part = chunk.length <= limit - acc.kept ? chunk : chunk.subarray(0, limit - acc.kept)
-        acc.chunks.push(part)
-        acc.kept += part.length
-      }
-      const lines = (acc.partial + acc.decoder.write(Buffer.from(chunk))).split("\n")
-      acc.partial = (lines.pop() ?? "").slice(0, maxLine)
-      const last = lines.findLast((l) => l.trim() !== "")
-      if (last !== undefined) acc.lastLine = last.slice(0, maxLine)
-      if (!onLine) return Effect.succeed(acc)
-      return Effect.as(
-        Effect.forEach(lines, (line) => (line.trim() === "" ? Effect.void : onLine(line.slice(0, maxLine))), {
-          discard: true
-        }),
-        acc
-      )
+  Stream.runForEach(stream, (chunk) => {
+    acc.bytes += chunk.length
+    if (acc.kept < limit) {
+      const part = chunk.length <= limit - acc.kept ? chunk : chunk.subarray(0, limit - acc.kept)
+      acc.chunks.push(part)
+      acc.kept += part.length
     }
-  ).pipe(
-    Effect.tap((acc) => (onLine && acc.partial.trim() !== "" ? onLine(acc.partial) : Effect.void)),
-    Effect.map(
-      (acc): CapturedOutput => ({
-        text: Buffer.concat(acc.chunks).toString("utf8"),
-        bytes: acc.bytes,
-        truncated: acc.bytes > acc.kept,
-        lastLine: acc.partial.trim() !== "" ? acc.partial : acc.lastLine
-      })
-    )
-  )
+    const lines = (acc.partial + acc.decoder.write(Buffer.from(chunk))).split("\n")
+    acc.partial = (lines.pop() ?? "").slice(0, maxLine)
+    const last = lines.findLast((l) => l.trim() !== "")
+    if (last !== undefined) acc.lastLine = last.slice(0, maxLine)
+    if (!onLine) return Effect.void
+    return Effect.forEach(lines, (line) => (line.trim() === "" ? Effect.void : onLine(line.slice(0, maxLine))), {
+      discard: true
+    })
+  }).pipe(Effect.tap(() => (onLine && acc.partial.trim() !== "" ? onLine(acc.partial) : Effect.void)))
+
+const snapshot = (acc: Accumulator): CapturedOutput => ({
+  text: Buffer.concat(acc.chunks).toString("utf8"),
+  bytes: acc.bytes,
+  truncated: acc.bytes > acc.kept,
+  lastLine: acc.partial.trim() !== "" ? acc.partial : acc.lastLine
+})
+
+/** How long output may keep flowing after the program exited (a background child holding its stdout). */
+const drainGraceMs = 2_000
 
 const signalOf = (cause: unknown): string | null => {
   const match = /signal: (\w+)/.exec(String((cause as { message?: string })?.message ?? cause))
@@ -138,28 +151,49 @@ export const runSubprocess = (spec: SubprocessSpec) =>
         )
       )
       yield* Effect.addFinalizer(() => terminateTree(child.pid, token, spec.killGraceMs))
-      const [stdout, stderr, exit] = yield* Effect.all(
-        [
-          capture(child.stdout, spec.outputLimitBytes, spec.onStdoutLine),
-          capture(child.stderr, spec.outputLimitBytes),
-          child.exitCode.pipe(
-            Effect.map((code) => ({ exitCode: code as number | null, signal: null as string | null })),
-            Effect.catchAll((cause) => Effect.succeed({ exitCode: null, signal: signalOf(cause) }))
-          )
-        ],
-        { concurrency: "unbounded" }
-      ).pipe(
-        Effect.mapError(
-          (cause) =>
-            new SubprocessError({
-              reason: "io-failed",
-              command: spec.command,
-              message: `reading the output of ${spec.command} failed`,
-              cause
-            })
+      const out = accumulator()
+      const err = accumulator()
+      const readers = yield* Effect.fork(
+        Effect.all(
+          [
+            captureInto(child.stdout, out, spec.outputLimitBytes, spec.onStdoutLine),
+            captureInto(child.stderr, err, spec.outputLimitBytes)
+          ],
+          { concurrency: "unbounded", discard: true }
         )
       )
-      return { pid: child.pid, stdout, stderr, ...exit } satisfies SubprocessResult
+      const exitOf = child.exitCode.pipe(
+        Effect.map((code) => ({ exitCode: code as number | null, signal: null as string | null })),
+        Effect.catchAll((cause) => Effect.succeed({ exitCode: null, signal: signalOf(cause) }))
+      )
+      const finished =
+        spec.timeoutMs === undefined ? Effect.map(exitOf, Option.some) : Effect.timeoutOption(exitOf, spec.timeoutMs)
+      const exit = yield* finished
+      const timedOut = Option.isNone(exit)
+      // Out of time: end the tree now; what it printed so far stays in the accumulators.
+      if (timedOut) yield* terminateTree(child.pid, token, spec.killGraceMs)
+      const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(drainGraceMs), Effect.either)
+      if (drained._tag === "Left") {
+        return yield* new SubprocessError({
+          reason: "io-failed",
+          command: spec.command,
+          message: `reading the output of ${spec.command} failed`,
+          cause: drained.left
+        })
+      }
+      if (Option.isNone(drained.right)) {
+        // Something the program started still holds its output open: the program is done, so end it.
+        yield* terminateTree(child.pid, token, spec.killGraceMs)
+        yield* Fiber.interrupt(readers)
+      }
+      const result = Option.getOrElse(exit, () => ({ exitCode: null, signal: null }))
+      return {
+        pid: child.pid,
+        stdout: snapshot(out),
+        stderr: snapshot(err),
+        timedOut,
+        ...result
+      } satisfies SubprocessResult
     })
   )
 

@@ -25,7 +25,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("the o
         VALUES (${failed!.id}, 1, 'error', 'the agent exited with code 1', 1200)`
       const [running] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests
           (prompt, status, attempts, claimed_by, claimed_at, lease_expires_at, current_stage)
-        VALUES ('busy', 'processing', 1, 'box-1/2', now() - interval '2 hours', now() + interval '40 seconds', 'execute-mclaude')
+        VALUES ('busy', 'processing', 1, 'box-1/2', now() - interval '2 hours', now() + interval '1 hour', 'execute-mclaude')
         RETURNING id`
 
       const status = yield* cli("status")

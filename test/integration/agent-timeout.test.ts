@@ -27,10 +27,12 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("an ag
       })
       yield* runOnce(pipeline.file)
 
-      const [result] = yield* sql<{ status: string; error: string }>`SELECT status, error
-          FROM orchestration_results WHERE request_id = ${row!.id}`
+      const [result] = yield* sql<{ status: string; error: string; stdout: string }>`SELECT status, error,
+          output->>'stdout' AS stdout FROM orchestration_results WHERE request_id = ${row!.id}`
       expect(result!.status).toBe("timeout")
       expect(result!.error).toContain("did not finish within 1800 ms")
+      // What it printed before it was stopped is kept.
+      expect(result!.stdout).toContain('"subtype":"init"')
       const [request] = yield* sql<{
         status: string
       }>`SELECT status FROM orchestration_requests WHERE id = ${row!.id}`

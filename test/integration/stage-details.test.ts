@@ -10,6 +10,7 @@ import { Effect } from "effect"
 import { Queue } from "../../src/queue/Queue.js"
 import { withEnv } from "../support/env.js"
 import { makeBareRepo, runOnce, tempDir, writePipeline } from "../support/harness.js"
+import { isRunning } from "../support/processes.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("the stages in detail", (it) => {
@@ -70,6 +71,23 @@ process.stdout.write("https://github.com/acme/widgets/pull/77\\n")
       expect(r!.truncated).toBe(true)
       // The result line, printed last, was past the cap and is read all the same.
       expect(r!.status).toBe("success")
+    })
+  )
+
+  it.effect("finishes when the agent exits, even if a child it left holds its output open", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const pidFile = path.join(tempDir("pids"), "pids.json")
+      const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, metadata)
+        VALUES (${"@leave-child\n@say done"}, ${JSON.stringify({ pidFile })}::jsonb) RETURNING id`
+      yield* runOnce(
+        writePipeline({ stages: "\n  - claim\n  - prepare-workspace\n  - execute-mclaude\n  - record\n" }).file
+      )
+      const [r] = yield* sql<{ status: string; error: string | null }>`SELECT status, error FROM orchestration_results
+        WHERE request_id = ${row!.id}`
+      expect(r).toEqual({ status: "success", error: null })
+      const [child] = JSON.parse(fs.readFileSync(pidFile, "utf8")) as Array<number>
+      expect(isRunning(child!)).toBe(false)
     })
   )
 
