@@ -18,6 +18,7 @@ import * as path from "node:path"
 import { promisify } from "node:util"
 import { Data, Effect, Redacted } from "effect"
 import pg from "pg"
+import { ownerAlive, startTime } from "../process/ProcessTree.js"
 
 const run = promisify(execFile)
 
@@ -104,24 +105,7 @@ const asServerUser = Effect.tryPromise({
     })
 })
 
-const processStartTime = (pid: number): string | null => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null
-  } catch {
-    return null
-  }
-}
-
-const isAlive = (owner: Owner): boolean => {
-  try {
-    process.kill(owner.pid, 0)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EPERM") return false
-  }
-  // A reused pid is not the owner: compare start times where the platform tells them.
-  return owner.startedAt === null || processStartTime(owner.pid) === owner.startedAt
-}
+const isAlive = (owner: Owner): boolean => ownerAlive(`${owner.pid}:${owner.startedAt ?? "?"}`)
 
 const readJson = <A>(file: string): A | null => {
   try {
@@ -263,7 +247,7 @@ export const start = (options: EmbeddedPostgresOptions) =>
       })
       owned = true
     }
-    writePrivate(me, { pid: process.pid, startedAt: processStartTime(process.pid) } satisfies Owner)
+    writePrivate(me, { pid: process.pid, startedAt: startTime(process.pid) } satisfies Owner)
     yield* Effect.addFinalizer(() =>
       Effect.promise(async () => {
         fs.rmSync(me, { force: true })

@@ -8,42 +8,14 @@
  * a fetch only adds objects and moves refs atomically.
  */
 import { createHash } from "node:crypto"
-import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Effect } from "effect"
+import { ownerAlive, ownerMark } from "../process/ProcessTree.js"
 import { GitError, git } from "./Git.js"
 
 export const mirrorPath = (cacheDir: string, repoUrl: string) =>
   path.join(cacheDir, `${createHash("sha256").update(repoUrl).digest("hex").slice(0, 32)}.git`)
-
-/** The owner of a lock: pid and start time, so a reused pid is not taken for the owner. */
-const ownerMark = () => {
-  let started = "?"
-  try {
-    const stat = readFileSync(`/proc/${process.pid}/stat`, "utf8")
-    started = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "?"
-  } catch {
-    // no /proc: pid alone
-  }
-  return `${process.pid}:${started}`
-}
-
-const ownerAlive = (mark: string) => {
-  const [pid, started] = mark.split(":")
-  try {
-    process.kill(Number(pid), 0)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EPERM") return false
-  }
-  if (started === "?" || started === undefined) return true
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] === started
-  } catch {
-    return false
-  }
-}
 
 /**
  * One try at the lock. It appears whole or not at all: made aside with its owner file, then renamed into

@@ -18,16 +18,24 @@ export const markerVariable = "STAGELINE_RUN_TOKEN"
  */
 export const ownerVariable = "STAGELINE_WORKER"
 
-const startTime = (pid: number): string | null => statFields(pid)?.[19] ?? null
+/** When the process started (in clock ticks since boot, from /proc), or null where that is not known. */
+export const startTime = (pid: number): string | null => statFields(pid)?.[19] ?? null
 
-/** This process's owner mark. */
+/** This process's owner mark: `<pid>:<start time>` (the start time tells a reused pid apart). */
 export const ownerMark = (): string => `${process.pid}:${startTime(process.pid) ?? "?"}`
 
-const ownerAlive = (mark: string): boolean => {
+/** Whether the process a mark names is still running (not a zombie, not a later process with its pid). */
+export const ownerAlive = (mark: string): boolean => {
   const [pid, started] = mark.split(":")
   if (!pid || !/^\d+$/.test(pid)) return false
+  try {
+    process.kill(Number(pid), 0)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EPERM") return false
+  }
+  if (!procAvailable || started === undefined || started === "?") return true
   const fields = statFields(Number(pid))
-  return fields !== null && fields[0] !== "Z" && (started === "?" || fields[19] === started)
+  return fields !== null && fields[0] !== "Z" && fields[19] === started
 }
 
 /** Kills (SIGKILL) every process left by a worker that is no longer running; returns how many. */
