@@ -148,19 +148,30 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
           Effect.gen(function* () {
             const final = finalStatusOf(r.status)
             const mayRetry = retry.retryable && final === "failed"
-            // A cancelled request stays cancelled; a retried one goes back to pending, unclaimed, after its backoff.
-            const updated = yield* sql<{ status: string }>`UPDATE orchestration_requests AS q
-                 SET status = CASE WHEN q.status = 'cancelled' THEN 'cancelled'
-                                   WHEN ${mayRetry} AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts}) THEN 'pending'
-                                   ELSE ${final} END,
-                     run_after = CASE WHEN q.status <> 'cancelled' AND ${mayRetry}
-                                       AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts})
+            // One statement decides the next status and writes it: a cancelled request stays cancelled; a
+            // retried one goes back to pending, unclaimed, after its backoff; any other is finished now.
+            const updated = yield* sql<{ status: string }>`WITH next AS (
+                SELECT q.id,
+                       CASE WHEN q.status = 'cancelled' THEN 'cancelled'
+                            WHEN ${mayRetry} AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts}) THEN 'pending'
+                            ELSE ${final} END AS status
+                  FROM orchestration_requests AS q
+                 WHERE q.id = ${r.requestId} AND q.claimed_by = ${r.workerId} AND q.status IN ('processing', 'cancelled')
+                   FOR UPDATE
+              )
+              UPDATE orchestration_requests AS q
+                 SET status = n.status,
+                     run_after = CASE WHEN n.status = 'pending'
                                       THEN now() + ${retry.backoffMs} * interval '1 millisecond' * power(2, greatest(q.attempts - 1, 0))
                                       ELSE q.run_after END,
+                     claimed_by = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_by END,
+                     claimed_at = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_at END,
+                     finished_at = CASE WHEN n.status = 'pending' THEN NULL ELSE now() END,
                      last_error = ${r.error},
                      lease_expires_at = NULL,
                      current_stage = NULL
-               WHERE q.id = ${r.requestId} AND q.claimed_by = ${r.workerId} AND q.status IN ('processing', 'cancelled')
+                FROM next AS n
+               WHERE q.id = n.id
            RETURNING q.status`
             if (updated.length === 0) {
               const existing = yield* sql`SELECT 1 FROM orchestration_results
@@ -174,13 +185,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
                  ${r.prUrl}, ${r.commitSha}, ${r.branchName}, ${Math.round(r.durationMs)}, ${r.error},
                  ${r.sessionId}, ${r.model}, ${r.numTurns}, ${r.costUsd}, ${jsonParam(r.usage)}::jsonb)
               ON CONFLICT (request_id, attempt) DO NOTHING`
-            const next = updated[0]!.status
-            if (next === "pending") {
-              yield* sql`UPDATE orchestration_requests SET claimed_by = NULL, claimed_at = NULL WHERE id = ${r.requestId}`
-              return "retrying" as const
-            }
-            yield* sql`UPDATE orchestration_requests SET finished_at = now() WHERE id = ${r.requestId}`
-            return "recorded" as const
+            return updated[0]!.status === "pending" ? ("retrying" as const) : ("recorded" as const)
           })
         )
         .pipe(Effect.withSpan("Queue.record"))
