@@ -9,6 +9,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Data, Effect, Schema } from "effect"
 import { AgentSettings } from "../src/agent/AgentSettings.js"
+import { pathExists } from "../src/fs/Files.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { decodeRequestConfig } from "../src/queue/RequestConfig.js"
 
@@ -71,12 +72,7 @@ const resolveDomain = (entry: string, pipelineDir: string) =>
 const installBundled = (skill: string, skillDir: string) =>
   Effect.gen(function* () {
     const source = path.join(bundledSkillsDir, skill)
-    const exists = yield* Effect.promise(() =>
-      fs.stat(path.join(source, "SKILL.md")).then(
-        () => true,
-        () => false
-      )
-    )
+    const exists = yield* pathExists(path.join(source, "SKILL.md"))
     if (!exists) {
       return yield* new SkillError({
         reason: "unknown-skill",
@@ -202,12 +198,7 @@ export default Stage.make({
       const location = yield* Stage.PipelineLocation
       const overrides = (yield* decodeRequestConfig(input.request.config)).skill_overrides
       const sharedSkillDir = path.join(agent.configDir, "skills", options.skill)
-      const present = yield* Effect.promise(() =>
-        fs.stat(path.join(sharedSkillDir, "SKILL.md")).then(
-          () => true,
-          () => false
-        )
-      )
+      const present = yield* pathExists(path.join(sharedSkillDir, "SKILL.md"))
       if (!present) yield* installBundled(options.skill, sharedSkillDir)
       yield* Effect.tryPromise({
         try: () => fs.rm(path.join(sharedSkillDir, ".cc-mirror-managed"), { force: true }),

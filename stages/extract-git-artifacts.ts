@@ -3,10 +3,10 @@
  * the clone, and the pull request it names in its output, if any. A workspace that is not a git
  * repository yields empty artifacts, not an error.
  */
-import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Effect, Option, Schema } from "effect"
 import { inheritedEnv } from "../src/agent/AgentEnvironment.js"
+import { pathExists } from "../src/fs/Files.js"
 import { git } from "../src/git/Git.js"
 import type { GitArtifacts } from "../src/pipeline/RunContext.js"
 import * as Stage from "../src/pipeline/Stage.js"
@@ -61,12 +61,7 @@ export default Stage.make({
       const { workspace, agent } = input
       const resultText = typeof agent?.result?.result === "string" ? agent.result.result : null
       const prUrl = findPrUrl(agent?.stdout, resultText)
-      const isRepo = yield* Effect.promise(() =>
-        fs.stat(path.join(workspace.dir, ".git")).then(
-          () => true,
-          () => false
-        )
-      )
+      const isRepo = yield* pathExists(path.join(workspace.dir, ".git"))
       if (!isRepo) return { git: { ...none, prUrl } }
 
       const headSha = yield* git(workspace.dir, "rev-parse", (g) => g.revparse(["HEAD"])).pipe(

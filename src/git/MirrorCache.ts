@@ -11,6 +11,7 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Effect } from "effect"
+import { pathExists } from "../fs/Files.js"
 import { ownerAlive, ownerMark } from "../process/ProcessTree.js"
 import { GitError, git } from "./Git.js"
 
@@ -86,12 +87,7 @@ export const updateMirror = (options: MirrorOptions) =>
       const mirror = mirrorPath(options.cacheDir, options.repoUrl)
       yield* Effect.promise(() => fs.mkdir(options.cacheDir, { recursive: true }))
       yield* lock(`${mirror}.lock`, options.lockWaitMs)
-      const exists = yield* Effect.promise(() =>
-        fs.stat(path.join(mirror, "HEAD")).then(
-          () => true,
-          () => false
-        )
-      )
+      const exists = yield* pathExists(path.join(mirror, "HEAD"))
       if (exists) {
         yield* git(
           mirror,

@@ -50,6 +50,12 @@ const slotLoop = (pipeline: CompiledPipeline, workerId: string, totals: { proces
     }
   })
 
+/** Ends what the agents of a worker that was killed left running (see ProcessTree.reapOrphans). */
+const reapLeftovers = Effect.suspend(() => {
+  const reaped = reapOrphans()
+  return reaped > 0 ? Effect.logWarning(`ended ${reaped} process(es) left by a worker that was killed`) : Effect.void
+})
+
 /**
  * Any live worker puts back the requests of dead ones: every half lease it re-queues (or fails, once their
  * attempts are used up) requests whose lease ran out, each lost attempt getting a result row.
@@ -63,8 +69,7 @@ const rescueExpiredLeases = Effect.gen(function* () {
     const rescued = yield* queue
       .rescue(config.maxAttempts, config.retryBackoffMs, config.retryOn.includes("crash"))
       .pipe(Effect.catchAll((error) => Effect.as(Effect.logWarning("could not look for expired leases", error), [])))
-    const reaped = reapOrphans()
-    if (reaped > 0) yield* Effect.logWarning(`ended ${reaped} process(es) left by a worker that was killed`)
+    yield* reapLeftovers
     for (const r of rescued) {
       yield* Effect.logWarning(
         `request ${r.id}: worker ${r.claimed_by} stopped renewing its lease on attempt ${r.attempt}; ${
@@ -88,8 +93,7 @@ export const run = (pipeline: CompiledPipeline) =>
         lifecycle.once ? " until the queue is empty" : ""
       }`
     )
-    const reaped = reapOrphans()
-    if (reaped > 0) yield* Effect.logWarning(`ended ${reaped} process(es) left by a worker that was killed`)
+    yield* reapLeftovers
     yield* reclaimAbandonedWorkspaces.pipe(
       Effect.catchAll((error) => Effect.logWarning("could not look for abandoned workspaces", error))
     )

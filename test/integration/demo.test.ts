@@ -1,15 +1,7 @@
-import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { runCli } from "../support/cli.js"
 import { tempDir } from "../support/harness.js"
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
+import { freePort } from "../support/ports.js"
 
 describe("stageline demo", () => {
   it("runs one request through every stage with the real CLI and a scripted model, and exits 0", async () => {

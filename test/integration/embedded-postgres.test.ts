@@ -10,14 +10,7 @@ import pg from "pg"
 import * as Embedded from "../../src/db/EmbeddedPostgres.js"
 import { waitFor } from "../support/cli.js"
 import { tempDir } from "../support/harness.js"
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
+import { freePort } from "../support/ports.js"
 
 const query = async (url: string, text: string) => {
   const client = new pg.Client({ connectionString: url })

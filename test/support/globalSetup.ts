@@ -3,28 +3,18 @@
  * here in a temporary directory on a free port. Each test file then makes a database of its own on it.
  */
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, Exit, Redacted, Scope } from "effect"
 import type { TestProject } from "vitest/node"
 import * as Embedded from "../../src/db/EmbeddedPostgres.js"
+import { freePort } from "./ports.js"
 
 declare module "vitest" {
   export interface ProvidedContext {
     adminDatabaseUrl: string
   }
 }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 
 export default async function setup(project: TestProject) {
   const configured = process.env.DATABASE_URL
