@@ -56,7 +56,7 @@ const run = Command.make(
           yield* migrate()
           const summary = yield* Worker.run(compiled).pipe(Effect.provide(Worker.stageServices(compiled, { once })))
           yield* Effect.logInfo(`processed ${summary.processed} request(s), ${summary.failed} of them failed`)
-        }).pipe(Effect.provide(Layer.mergeAll(Database.layer, WorkerConfig.layerFor(compiled.settings))))
+        }).pipe(Effect.provide(Layer.mergeAll(Database.waitingLayer, WorkerConfig.layerFor(compiled.settings))))
       })
     )
 ).pipe(Command.withDescription("Run workers that claim requests and take them through the pipeline."))

@@ -3,7 +3,7 @@
  * a machine without a server still runs everything.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import * as Embedded from "./EmbeddedPostgres.js"
 
 /** Where the database is; the queue's listener opens its own connection from it. */
@@ -14,7 +14,9 @@ export const databaseConfig = Config.all({
   embeddedPort: Config.port("STAGELINE_EMBEDDED_PG_PORT").pipe(Config.withDefault(54329)),
   embeddedDir: Config.string("STAGELINE_DATA_DIR").pipe(Config.withDefault(Embedded.defaultBaseDir())),
   // Queries are short (a claim, a record), so a small pool serves many worker fibers.
-  poolSize: Config.integer("STAGELINE_DB_POOL_SIZE").pipe(Config.withDefault(10))
+  poolSize: Config.integer("STAGELINE_DB_POOL_SIZE").pipe(Config.withDefault(10)),
+  // In a container stack the worker often starts before its database accepts connections.
+  waitMs: Config.integer("STAGELINE_DB_WAIT_MS").pipe(Config.withDefault(60_000))
 })
 
 /** Resolves the URL, starting the embedded server for the life of the layer when there is none. */
@@ -57,3 +59,25 @@ export const clientLayer = Layer.unwrapEffect(
 
 /** The SQL client and the URL, from the environment. */
 export const layer = clientLayer.pipe(Layer.provideMerge(urlLayer))
+
+const reason = (error: unknown): string => {
+  const message = error instanceof Error ? error.message : String(error)
+  const cause = (error as { cause?: unknown } | null)?.cause
+  return cause instanceof Error ? `${message}: ${cause.message}` : message
+}
+
+/**
+ * The same, for a long-running worker: while the server refuses connections it tries again, backing off
+ * to every 5 s, for up to STAGELINE_DB_WAIT_MS, saying each time what it is waiting for.
+ */
+export const waitingLayer = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const { waitMs } = yield* databaseConfig
+    const retries = Schedule.exponential("250 millis").pipe(
+      Schedule.union(Schedule.spaced("5 seconds")),
+      Schedule.upTo(Duration.millis(waitMs)),
+      Schedule.tapInput((error: unknown) => Effect.logWarning(`waiting for the database: ${reason(error)}`))
+    )
+    return clientLayer.pipe(Layer.retry(retries))
+  })
+).pipe(Layer.provideMerge(urlLayer))

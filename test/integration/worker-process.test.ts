@@ -2,6 +2,7 @@
  * The worker as an operating-system process: started from the CLI, stopped with signals.
  */
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
@@ -9,6 +10,7 @@ import { Effect, Redacted } from "effect"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { runCli, startCli, waitFor } from "../support/cli.js"
 import { tempDir, writePipeline } from "../support/harness.js"
+import { freePort } from "../support/ports.js"
 import { isRunning } from "../support/processes.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
@@ -127,6 +129,32 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("the w
         expect(output).toContain("processed 3 request(s), 0 of them failed")
         for (const id of ids) expect((await row(id)).status).toBe("completed")
       })
+    })
+  )
+  it.effect("waits for a database that is not up yet, then works", () =>
+    Effect.gen(function* () {
+      const { pipeline, env, insert, row } = yield* setup
+      // The database's address, but nothing listens there until the test starts forwarding to the server.
+      const target = new URL(env.DATABASE_URL)
+      const port = yield* Effect.promise(freePort)
+      const url = new URL(env.DATABASE_URL)
+      url.host = `127.0.0.1:${port}`
+      const worker = startCli(["run", "--pipeline", pipeline.file], { ...env, DATABASE_URL: url.toString() })
+      const forwarder = net.createServer((client) => {
+        const upstream = net.connect(Number(target.port || 5432), target.hostname)
+        client.pipe(upstream).pipe(client)
+        client.on("error", () => upstream.destroy())
+        upstream.on("error", () => client.destroy())
+      })
+      yield* Effect.promise(async () => {
+        await waitFor("the worker to report waiting", async () => worker.output().includes("waiting for the database"))
+        expect(isRunning(worker.child.pid!)).toBe(true)
+        await new Promise<void>((resolve) => forwarder.listen(port, "127.0.0.1", resolve))
+        const id = await insert("@say late database")
+        await waitFor("the request to complete", async () => (await row(id)).status === "completed", 30_000)
+        worker.child.kill("SIGTERM")
+        expect((await worker.exited).code).toBe(0)
+      }).pipe(Effect.ensuring(Effect.promise(() => new Promise((resolve) => forwarder.close(resolve)))))
     })
   )
 })
