@@ -9,6 +9,7 @@ import { inheritedEnv, metadataEnv } from "../src/agent/AgentEnvironment.js"
 import { summariseStreamLine } from "../src/agent/AgentEvents.js"
 import { maxPromptBytes, runAgent } from "../src/agent/AgentRunner.js"
 import { AgentSettings, agentFlags, resolveCommand } from "../src/agent/AgentSettings.js"
+import { variantBinary } from "../src/agent/CcMirrorVariant.js"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import { emit } from "../src/pipeline/RunObserver.js"
 import * as Stage from "../src/pipeline/Stage.js"
@@ -55,7 +56,11 @@ export default Stage.make({
       }
 
       const base = inheritedEnv(process.env)
-      const command = yield* resolveCommand(settings, base.PATH ?? "")
+      const resolved = yield* resolveCommand(settings, base.PATH ?? "")
+      const ownConfigDir = input.skill !== undefined && input.skill.configDir !== settings.configDir
+      const command = ownConfigDir
+        ? Option.getOrElse(yield* variantBinary(resolved, settings.configDir), () => resolved)
+        : resolved
       // Later entries win: the pipeline's own variables over a request's metadata, the engine's over both.
       const env: Record<string, string> = {
         ...base,

@@ -2,6 +2,7 @@
  * The real Claude Code CLI (the pinned @anthropic-ai/claude-code binary) driven by the real engine, with
  * only the model behind it scripted: a local Messages API server on 127.0.0.1. Nothing leaves the machine.
  */
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as os from "node:os"
@@ -26,6 +27,9 @@ const processesIn = (dir: string) =>
 const require = createRequire(import.meta.url)
 const claudePackage = path.dirname(require.resolve("@anthropic-ai/claude-code/package.json"))
 const claude = path.join(claudePackage, "bin", "claude.exe")
+const claudeVersion = (require("@anthropic-ai/claude-code/package.json") as { version: string }).version
+const installScript = path.join(import.meta.dirname, "..", "..", "scripts", "install-mclaude.sh")
+const binDir = path.join(import.meta.dirname, "..", "..", "node_modules", ".bin")
 
 const domainMarker = "ACME-DOMAIN-7731: reviews check every SQL statement for parameterisation"
 
@@ -58,6 +62,21 @@ const script = (conversation: Conversation): ReadonlyArray<Turn> => {
       return [{ error: { status: 500, type: "api_error", message: "scripted internal error" } }]
     case "http-529":
       return [{ error: { status: 529, type: "overloaded_error", message: "scripted overload" } }]
+    case "own-config":
+      return [
+        {
+          tools: [
+            {
+              name: "Bash",
+              input: {
+                command: 'cat "$CLAUDE_CONFIG_DIR/skills/orchestration/references/domains/acme-private.md"',
+                description: "Read the request's own domain file"
+              }
+            }
+          ]
+        },
+        { text: "I read the request's own guide." }
+      ]
     case "deny":
       return [
         { tools: [{ name: "Bash", input: { command: "touch should-not-exist", description: "Try something" } }] },
@@ -84,11 +103,19 @@ interface Row {
 const TestLayer = Layer.merge(TestDatabase, ScriptedModel.layer(script))
 
 layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("the real Claude Code CLI", (it) => {
-  const setup = (options: { readonly permissionMode?: string; readonly stages?: string } = {}) =>
+  const setup = (
+    options: {
+      readonly permissionMode?: string
+      readonly stages?: string
+      readonly command?: string
+      readonly configDir?: string
+    } = {}
+  ) =>
     Effect.gen(function* () {
       const model = yield* ScriptedModel
       const pipeline = writePipeline({
-        command: claude,
+        command: options.command ?? claude,
+        ...(options.configDir ? { configDir: options.configDir } : {}),
         agent: `  permission_mode: ${options.permissionMode ?? "bypassPermissions"}
   env:
     ANTHROPIC_BASE_URL: "${model.url}"
@@ -242,6 +269,37 @@ layer(TestLayer, { excludeTestServices: true, timeout: "120 seconds" })("the rea
         const turn = model.turns().find((t) => JSON.stringify(t.body).includes(`model ${name}`))
         expect(String(turn!.body!.model)).toMatch(pattern)
       }
+    })
+  )
+  it.effect("runs as cc-mirror's mclaude variant, made offline, and a request's own skill files reach it", () =>
+    Effect.gen(function* () {
+      // The variant exactly as the container image makes it: cc-mirror fed the npm binary by a local server.
+      const home = tempDir("variant-home")
+      const made = spawnSync("sh", [installScript, claude, claudeVersion], {
+        env: { ...process.env, HOME: home, PATH: `${binDir}:${process.env.PATH}` },
+        encoding: "utf8"
+      })
+      expect(made.status, made.stderr).toBe(0)
+      const mclaude = path.join(home, ".local", "bin", "mclaude")
+      const configDir = path.join(home, ".cc-mirror", "mclaude", "config")
+      expect(spawnSync(mclaude, ["--version"], { encoding: "utf8" }).stdout).toContain(claudeVersion)
+
+      const { model, pipeline } = yield* setup({ command: mclaude, configDir })
+      const plain = yield* insert("[hello] through the wrapper")
+      const own = yield* insert("[own-config] Read your own guide.", {
+        config: { skill_overrides: { files: { "acme-private.md": `# Private\n\n${domainMarker}\n` } } }
+      })
+      yield* runOnce(pipeline.file, { workerCount: 2 })
+      expect((yield* result(plain)).status).toBe("success")
+      expect((yield* result(own)).status).toBe("success")
+      // The wrapper forces the variant's config dir; the request's own one reached the agent all the same.
+      const turns = model.turns().filter((t) => JSON.stringify(t.body).includes("[own-config]"))
+      expect(turns).toHaveLength(2)
+      expect(JSON.stringify(turns[1]!.body)).toContain(domainMarker)
+      // The shared config dir never saw the request's file.
+      expect(
+        fs.existsSync(path.join(configDir, "skills", "orchestration", "references", "domains", "acme-private.md"))
+      ).toBe(false)
     })
   )
 })

@@ -60,7 +60,13 @@ export const defaultStages = `
 
 /** Writes a pipeline file whose agent is the test double, with a config dir of its own. */
 export const writePipeline = (
-  options: { readonly stages?: string; readonly command?: string; readonly agent?: string; readonly top?: string } = {}
+  options: {
+    readonly stages?: string
+    readonly command?: string
+    readonly agent?: string
+    readonly top?: string
+    readonly configDir?: string
+  } = {}
 ) => {
   const dir = tempDir("pipeline")
   const file = path.join(dir, "pipeline.yaml")
@@ -70,11 +76,11 @@ export const writePipeline = (
 ${options.top ?? ""}
 agent:
   command: ${options.command ?? fakeAgent}
-  config_dir: ./agent-config
+  config_dir: ${options.configDir ?? "./agent-config"}
 ${options.agent ?? ""}
 stages:${options.stages ?? defaultStages}`
   )
-  return { file, dir, configDir: path.join(dir, "agent-config") }
+  return { file, dir, configDir: options.configDir ?? path.join(dir, "agent-config") }
 }
 
 /** Worker settings for a test, as the CLI resolves them, then its own workspace base and short polls. */
