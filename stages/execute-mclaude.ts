@@ -55,7 +55,7 @@ export default Stage.make({
         })
       }
 
-      const base = inheritedEnv(process.env)
+      const base = inheritedEnv(process.env, settings.passEnv)
       const resolved = yield* resolveCommand(settings, base.PATH ?? "")
       const ownConfigDir = input.skill !== undefined && input.skill.configDir !== settings.configDir
       const command = ownConfigDir

@@ -159,10 +159,10 @@ export const metadataEnv = (metadata: unknown): Record<string, string> | Invalid
 }
 
 /** The allow-listed part of the worker's environment. */
-export const inheritedEnv = (from: NodeJS.ProcessEnv): Record<string, string> => {
+export const inheritedEnv = (from: NodeJS.ProcessEnv, also: ReadonlyArray<string> = []): Record<string, string> => {
   const env: Record<string, string> = {}
   for (const [name, value] of Object.entries(from)) {
-    if (value !== undefined && matches(name, inherited)) env[name] = value
+    if (value !== undefined && (matches(name, inherited) || matches(name, also))) env[name] = value
   }
   return env
 }

@@ -25,6 +25,8 @@ export interface AgentSettingsValue {
   /** A file path (absolute) or inline JSON. */
   readonly mcpConfig: Option.Option<string>
   readonly env: Readonly<Record<string, string>>
+  /** Worker variables passed on besides the built-in allow-list. */
+  readonly passEnv: ReadonlyArray<string>
 }
 
 export class AgentNotFound extends Data.TaggedError("AgentNotFound")<{
@@ -52,7 +54,8 @@ export class AgentSettings extends Context.Tag("stageline/AgentSettings")<AgentS
     mcpConfig: Option.fromNullable(section.mcp_config).pipe(
       Option.map((c) => (c.trimStart().startsWith("{") ? c : path.resolve(baseDir, expandHome(c))))
     ),
-    env: section.env ?? {}
+    env: section.env ?? {},
+    passEnv: section.pass_env ?? []
   })
 
   static readonly layer = (section: AgentSection, baseDir: string) =>

@@ -83,6 +83,18 @@ export const StageEntry = Schema.Struct({
 })
 export type StageEntry = typeof StageEntry.Type
 
+/** The worker's own secrets stay with the worker whatever a pipeline asks. */
+const PassedName = Schema.String.pipe(
+  Schema.pattern(/^(?:[A-Za-z_][A-Za-z0-9_]*\*?|\*)$/, { message: () => "a variable name, or a prefix ending in *" }),
+  Schema.filter((name) =>
+    ["DATABASE_URL", "SSH_PRIVATE_KEY", "STAGELINE_"].some((kept) =>
+      name.endsWith("*") ? kept.startsWith(name.slice(0, -1)) : name === kept || name.startsWith("STAGELINE_")
+    )
+      ? `${name} is the worker's own and is never passed to the agent`
+      : undefined
+  )
+)
+
 export const AgentSection = Schema.Struct({
   command: Schema.optional(Schema.String).annotations({
     description: "The agent executable: a name on PATH or a path (default: mclaude)."
@@ -121,6 +133,10 @@ export const AgentSection = Schema.Struct({
   }),
   env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })).annotations({
     description: "Variables set for the agent, over those it inherits (requests cannot override them)."
+  }),
+  pass_env: Schema.optional(Schema.Array(PassedName)).annotations({
+    description:
+      "Worker variables the agent inherits besides the built-in allow-list: names, or prefixes ending in * (SUPABASE_*)."
   })
 })
 export type AgentSection = typeof AgentSection.Type

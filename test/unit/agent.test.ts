@@ -146,6 +146,15 @@ describe("metadata as environment variables", () => {
     })
     expect(env).toEqual({ PATH: "/bin", ANTHROPIC_AUTH_TOKEN: "t" })
   })
+  it("passes the variables a pipeline names in agent.pass_env as well, and no others", () => {
+    const from = { PATH: "/bin", SUPABASE_ACCESS_TOKEN: "s", SUPABASE_DB_PASSWORD: "p", OTHER: "o", DATABASE_URL: "d" }
+    expect(inheritedEnv(from, ["SUPABASE_*"])).toEqual({
+      PATH: "/bin",
+      SUPABASE_ACCESS_TOKEN: "s",
+      SUPABASE_DB_PASSWORD: "p"
+    })
+    expect(inheritedEnv(from, ["OTHER"])).toEqual({ PATH: "/bin", OTHER: "o" })
+  })
 })
 
 describe("repository URLs and branches from a request", () => {

@@ -76,6 +76,23 @@ describe("the pipeline compiler", () => {
     })
   )
 
+  it.effect("refuses agent.pass_env entries that would hand the agent the worker's own secrets", () =>
+    Effect.gen(function* () {
+      for (const name of ["DATABASE_URL", "SSH_PRIVATE_KEY", "STAGELINE_LEASE_MS", "*", "SSH_*", "DATABASE_*"]) {
+        const problems = yield* problemsOf(
+          `name: p\nagent:\n  pass_env: [SUPABASE_*, "${name}"]\nstages:\n  - claim\n  - record\n`
+        )
+        expect(problems, name).toHaveLength(1)
+        expect(problems[0]!.message).toContain("never passed to the agent")
+      }
+      const compiled = yield* compile(
+        file,
+        `name: p\nagent:\n  pass_env: [SUPABASE_*, FOO]\nstages:\n  - claim\n  - record\n`
+      ).pipe(Effect.provide(RegistryLive))
+      expect(compiled.agent.pass_env).toEqual(["SUPABASE_*", "FOO"])
+    })
+  )
+
   it.effect("refuses unknown keys instead of ignoring them", () =>
     Effect.gen(function* () {
       const atStage = yield* problemsOf(`name: p\nstages:\n  - claim\n  - use: record\n    timout: 5s\n`)
