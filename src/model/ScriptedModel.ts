@@ -155,8 +155,11 @@ const readBody = (req: http.IncomingMessage) =>
     req.on("error", reject)
   })
 
-/** Starts the server on a free port of 127.0.0.1 for the life of the scope. */
-export const start = (script: Script) =>
+/**
+ * Starts the server for the life of the scope: on a free port of 127.0.0.1 unless told otherwise (the
+ * container smoke test serves it to a worker in another container).
+ */
+export const start = (script: Script, listen: { readonly host?: string; readonly port?: number } = {}) =>
   Effect.acquireRelease(
     Effect.async<{ server: http.Server; handle: ScriptedModelServer }>((resume) => {
       const requests: Array<RecordedRequest> = []
@@ -199,13 +202,14 @@ export const start = (script: Script) =>
         return json(res, 200, message)
       })
       server.on("error", (error) => resume(Effect.die(error)))
-      server.listen(0, "127.0.0.1", () => {
+      const host = listen.host ?? "127.0.0.1"
+      server.listen(listen.port ?? 0, host, () => {
         const { port } = server.address() as AddressInfo
         resume(
           Effect.succeed({
             server,
             handle: {
-              url: `http://127.0.0.1:${port}`,
+              url: `http://${host}:${port}`,
               requests,
               turns: () => requests.filter((r) => r.method === "POST" && r.path === "/v1/messages")
             }
