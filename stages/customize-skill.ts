@@ -40,7 +40,7 @@ const writeAtomically = (file: string, content: Uint8Array | string) =>
     catch: io(`cannot write ${file}`)
   })
 
-/** What writeAtomically and installBundled leave while they write: never read as content. */
+/** What writeAtomically and installSkill leave while they write: never read as content. */
 const isStaging = (name: string) => name.endsWith(".tmp")
 
 /** A bundled domain is named bare (`code-review`); anything else is a path relative to the pipeline file. */
@@ -69,14 +69,18 @@ const resolveDomain = (entry: string, pipelineDir: string) =>
     return { name, content }
   })
 
-const installBundled = (skill: string, skillDir: string) =>
+/** Installs the skill from `from` (a pipeline's own skill folder), else the one stageline bundles. */
+const installSkill = (skill: string, skillDir: string, from: string | undefined) =>
   Effect.gen(function* () {
-    const source = path.join(bundledSkillsDir, skill)
+    const source = from ?? path.join(bundledSkillsDir, skill)
     const exists = yield* pathExists(path.join(source, "SKILL.md"))
     if (!exists) {
       return yield* new SkillError({
         reason: "unknown-skill",
-        message: `the agent has no skill "${skill}" in ${path.dirname(skillDir)} and stageline bundles none of that name`
+        message:
+          from === undefined
+            ? `the agent has no skill "${skill}" in ${path.dirname(skillDir)} and stageline bundles none of that name`
+            : `the skill folder ${from} (skill_source) has no SKILL.md`
       })
     }
     yield* Effect.tryPromise({
@@ -182,6 +186,10 @@ export default Stage.make({
     domains: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }).annotations({
       description: "Domain files: bundled names (code-review) or paths relative to the pipeline file."
     }),
+    skill_source: Schema.optional(Schema.String).annotations({
+      description:
+        "A skill folder (relative to the pipeline file) installed when the agent lacks the skill, instead of a bundled one."
+    }),
     skill_md: Schema.optional(Schema.String).annotations({
       description: "A SKILL.md (relative to the pipeline file) that replaces the skill's own."
     }),
@@ -199,7 +207,10 @@ export default Stage.make({
       const overrides = (yield* decodeRequestConfig(input.request.config)).skill_overrides
       const sharedSkillDir = path.join(agent.configDir, "skills", options.skill)
       const present = yield* pathExists(path.join(sharedSkillDir, "SKILL.md"))
-      if (!present) yield* installBundled(options.skill, sharedSkillDir)
+      if (!present) {
+        const from = options.skill_source === undefined ? undefined : path.resolve(location.dir, options.skill_source)
+        yield* installSkill(options.skill, sharedSkillDir, from)
+      }
       yield* Effect.tryPromise({
         try: () => fs.rm(path.join(sharedSkillDir, ".cc-mirror-managed"), { force: true }),
         catch: io("cannot remove .cc-mirror-managed")

@@ -110,5 +110,45 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
         )
       })
     )
+    it.effect("install a skill of the pipeline's own from skill_source, and name a folder without SKILL.md", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const stagesFor = (source: string) => `
+  - claim
+  - prepare-workspace
+  - use: customize-skill
+    with:
+      skill: acme-cli
+      skill_source: ${source}
+  - execute-mclaude
+  - record
+`
+        const good = writePipeline({ stages: stagesFor("./skills/acme-cli") })
+        const skillDir = path.join(good.dir, "skills", "acme-cli")
+        fs.mkdirSync(skillDir, { recursive: true })
+        fs.writeFileSync(
+          path.join(skillDir, "SKILL.md"),
+          "---\nname: acme-cli\ndescription: ACME's CLI\n---\nUse acme.\n"
+        )
+        const bad = writePipeline({ stages: stagesFor("./nowhere") })
+        const insert = () =>
+          sql<{ id: string }>`INSERT INTO orchestration_requests (prompt) VALUES (${"@say hi"}) RETURNING id`.pipe(
+            Effect.map((rows) => rows[0]!.id)
+          )
+        const first = yield* insert()
+        yield* runOnce(good.file)
+        const second = yield* insert()
+        yield* runOnce(bad.file)
+        const rows = yield* sql<{ request_id: string; status: string; error: string | null }>`SELECT request_id,
+          status, error FROM orchestration_results WHERE request_id IN (${first}, ${second})`
+        const of = (id: string) => rows.find((r) => r.request_id === id)!
+        expect(of(first).status).toBe("success")
+        expect(fs.readFileSync(path.join(good.configDir, "skills", "acme-cli", "SKILL.md"), "utf8")).toContain(
+          "Use acme."
+        )
+        expect(of(second).status).toBe("error")
+        expect(of(second).error).toContain("(skill_source) has no SKILL.md")
+      })
+    )
   }
 )
