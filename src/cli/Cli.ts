@@ -8,6 +8,7 @@ import { WorkerConfig } from "../config/WorkerConfig.js"
 import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"
 import { demo } from "../demo/Demo.js"
+import * as StatusServer from "../http/StatusServer.js"
 import { describePipeline, formatProblem, load, PipelineInvalid } from "../pipeline/Compiler.js"
 import { pipelineJsonSchemaText } from "../pipeline/PipelineSchema.js"
 import { StageRegistry } from "../pipeline/StageRegistry.js"
@@ -54,9 +55,13 @@ const run = Command.make(
         const compiled = yield* load(pipeline).pipe(Effect.provide(RegistryLive))
         yield* Effect.gen(function* () {
           yield* migrate()
-          const summary = yield* Worker.run(compiled).pipe(Effect.provide(Worker.stageServices(compiled, { once })))
+          const summary = yield* Worker.run(compiled)
           yield* Effect.logInfo(`processed ${summary.processed} request(s), ${summary.failed} of them failed`)
-        }).pipe(Effect.provide(Layer.mergeAll(Database.waitingLayer, WorkerConfig.layerFor(compiled.settings))))
+        }).pipe(
+          // The status server is up before the migrations and down after the drain.
+          Effect.provide(StatusServer.layer.pipe(Layer.provideMerge(Worker.stageServices(compiled, { once })))),
+          Effect.provide(Layer.mergeAll(Database.waitingLayer, WorkerConfig.layerFor(compiled.settings)))
+        )
       })
     )
 ).pipe(Command.withDescription("Run workers that claim requests and take them through the pipeline."))

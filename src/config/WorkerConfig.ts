@@ -37,6 +37,13 @@ export interface WorkerSettings {
   readonly retryOn: ReadonlyArray<RetryClass>
   /** The wait before the second attempt, doubled for each one after (`STAGELINE_RETRY_BACKOFF_MS`, default 10 s). */
   readonly retryBackoffMs: number
+  /**
+   * The port of the worker's HTTP server: health, readiness, metrics and the dashboard
+   * (`STAGELINE_HTTP_PORT`; unset or 0: no server; the container images set 8080).
+   */
+  readonly httpPort: number
+  /** The address that server listens on (`STAGELINE_HTTP_HOST`, default 0.0.0.0). */
+  readonly httpHost: string
 }
 
 /** How a failed attempt failed, for deciding whether to try again. A bad request is never retried. */
@@ -99,7 +106,16 @@ const fromEnv = Config.all({
   agentType: Config.option(Config.nonEmptyString("CLAUDE_CODE_AGENT_TYPE")),
   agentId: Config.option(Config.nonEmptyString("CLAUDE_CODE_AGENT_ID")),
   teamMode: Config.option(Config.nonEmptyString("CLAUDE_CODE_TEAM_MODE")),
-  workerName: Config.nonEmptyString("STAGELINE_WORKER_ID").pipe(Config.withDefault(`${os.hostname()}-${process.pid}`))
+  workerName: Config.nonEmptyString("STAGELINE_WORKER_ID").pipe(Config.withDefault(`${os.hostname()}-${process.pid}`)),
+  // Where a deployment listens is its own business, not the shared pipeline file's: environment only.
+  httpPort: Config.integer("STAGELINE_HTTP_PORT").pipe(
+    Config.validate({
+      message: "STAGELINE_HTTP_PORT must be a port number (0 for no server)",
+      validation: (n) => n >= 0 && n <= 65_535
+    }),
+    Config.withDefault(0)
+  ),
+  httpHost: Config.nonEmptyString("STAGELINE_HTTP_HOST").pipe(Config.withDefault("0.0.0.0"))
 })
 
 /**
@@ -126,7 +142,9 @@ export const resolve = (file: FileSettings) =>
       agentType: env.agentType,
       agentId: env.agentId,
       teamMode: env.teamMode,
-      workerName: env.workerName
+      workerName: env.workerName,
+      httpPort: env.httpPort,
+      httpHost: env.httpHost
     }
   })
 

@@ -2,7 +2,7 @@
  * Whether this worker process is still taking work. The claim stage asks before every claim and waits on
  * `draining` while idle, so a shutdown stops claiming at once and never abandons a row it just claimed.
  */
-import { Context, Data, Deferred, Effect, Layer } from "effect"
+import { Context, Data, Deferred, Effect, Layer, Ref } from "effect"
 
 /** The claim stage's way of saying "no more requests for this fiber": not a failure of any request. */
 export class WorkerStopping extends Data.TaggedError("WorkerStopping")<{
@@ -10,18 +10,27 @@ export class WorkerStopping extends Data.TaggedError("WorkerStopping")<{
   readonly message: string
 }> {}
 
+/**
+ * Where the supervisor is: `starting` until its fibers are forked (migrations run before), `running` while
+ * they are, `stopped` once they have all ended, for whatever reason. `/healthz` reports it.
+ */
+export type SupervisorState = "starting" | "running" | "stopped"
+
 export interface LifecycleState {
   /** Completed when the process starts shutting down. */
   readonly draining: Deferred.Deferred<void>
   /** `--once`: stop each worker fiber as soon as it finds the queue empty. */
   readonly once: boolean
+  readonly supervisor: Ref.Ref<SupervisorState>
 }
 
 export class Lifecycle extends Context.Tag("stageline/Lifecycle")<Lifecycle, LifecycleState>() {
   static readonly layer = (options: { readonly once: boolean }) =>
     Layer.effect(
       Lifecycle,
-      Effect.map(Deferred.make<void>(), (draining) => ({ draining, once: options.once }))
+      Effect.all({ draining: Deferred.make<void>(), supervisor: Ref.make<SupervisorState>("starting") }).pipe(
+        Effect.map(({ draining, supervisor }) => ({ draining, supervisor, once: options.once }))
+      )
     )
 
   static readonly isDraining = Effect.flatMap(Lifecycle, (l) => Deferred.isDone(l.draining))

@@ -7,7 +7,7 @@
  * Whatever is still running then (or at once, on a second signal) is interrupted: its agent's process tree
  * is ended and the request is put back to pending without counting the attempt.
  */
-import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Ref } from "effect"
 import { AgentSettings } from "../agent/AgentSettings.js"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import type { CompiledPipeline } from "../pipeline/Compiler.js"
@@ -98,9 +98,12 @@ export const run = (pipeline: CompiledPipeline) =>
       Effect.catchAll((error) => Effect.logWarning("could not look for abandoned workspaces", error))
     )
     yield* Effect.forkScoped(rescueExpiredLeases)
+    yield* Ref.set(lifecycle.supervisor, "running")
     // A daemon, so that interrupting this fiber does not interrupt requests in flight: the drain decides.
     const workers = yield* Effect.forkDaemon(
-      Effect.forEach(slots, (id) => slotLoop(pipeline, id, totals), { concurrency: "unbounded", discard: true })
+      Effect.forEach(slots, (id) => slotLoop(pipeline, id, totals), { concurrency: "unbounded", discard: true }).pipe(
+        Effect.ensuring(Ref.set(lifecycle.supervisor, "stopped"))
+      )
     )
     // Runs as the interruption finalizer of this fiber, so it is uninterruptible; fibers it forked would be
     // too (a race's loser could never be stopped), so the three ways the wait ends are plain callbacks.

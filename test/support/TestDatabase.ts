@@ -41,12 +41,13 @@ export const EmptyDatabaseUrl = Layer.scoped(
   Effect.map(freshDatabase, ({ url }) => Redacted.make(url))
 )
 
-const client = Layer.unwrapEffect(
+/** A SQL client on whatever database `DatabaseUrl` names. */
+export const TestClient = Layer.unwrapEffect(
   Effect.map(DatabaseUrl, (url) => PgClient.layer({ url, transformJson: false, maxConnections: 10 }))
 )
 
 /** SQL client + URL on a fresh, migrated database. */
 export const TestDatabase = Layer.effectDiscard(migrate().pipe(Effect.provide(NodeContext.layer))).pipe(
-  Layer.provideMerge(client),
+  Layer.provideMerge(TestClient),
   Layer.provideMerge(EmptyDatabaseUrl)
 )

@@ -1,0 +1,44 @@
+/**
+ * The worker's HTTP server, on `STAGELINE_HTTP_PORT` (none when it is 0 or unset): `/healthz` and
+ * `/readyz` for probes. It lives as long as the layer, which the `run` command holds around its
+ * migrations and its supervisor, so probes answer from the start to the last drained request.
+ */
+import * as http from "node:http"
+import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { WorkerConfig } from "../config/WorkerConfig.js"
+import { loadMigrations } from "../db/Migrator.js"
+import { liveness, readiness } from "./Health.js"
+
+const json = (status: number, body: unknown) => HttpServerResponse.unsafeJson(body, { status })
+
+export const router = Effect.map(loadMigrations(), (bundled) =>
+  HttpRouter.empty.pipe(
+    HttpRouter.get(
+      "/healthz",
+      Effect.map(liveness, (l) => json(l.alive ? 200 : 503, { status: l.alive ? "alive" : "stopped", ...l }))
+    ),
+    HttpRouter.get(
+      "/readyz",
+      Effect.map(readiness(bundled), (r) =>
+        json(r.ready ? 200 : 503, { status: r.ready ? "ready" : "not ready", ...r })
+      )
+    )
+  )
+)
+
+/** The server, when a port is configured; nothing otherwise. */
+export const layer = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const { httpPort, httpHost } = yield* WorkerConfig
+    if (httpPort === 0) return Layer.empty
+    const app = yield* router
+    return HttpServer.serve(app).pipe(
+      HttpServer.withLogAddress,
+      // Probes and scrapes every few seconds would bury the requests' traces.
+      HttpMiddleware.withTracerDisabledWhen(() => true),
+      Layer.provide(NodeHttpServer.layer(() => http.createServer(), { port: httpPort, host: httpHost }))
+    )
+  })
+)
