@@ -34,10 +34,15 @@ RUN CLAUDE_RELEASES_URL="${CLAUDE_RELEASES_URL}" /opt/install/install-mclaude.sh
 
 # ---- the image ----
 FROM ${NODE_IMAGE}
-RUN apt-get update \
+# Installing ca-certificates rebuilds the CA bundle; the CAs the base image already trusted (a proxy's,
+# a company's) are kept in it.
+RUN { cp /etc/ssl/certs/ca-certificates.crt /tmp/inherited-ca.crt 2>/dev/null || true; } \
+  && apt-get update \
   && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     ca-certificates gh git openssh-client tini \
   && rm -rf /var/lib/apt/lists/* \
+  && if [ -s /tmp/inherited-ca.crt ]; then cat /tmp/inherited-ca.crt >>/etc/ssl/certs/ca-certificates.crt; fi \
+  && rm -f /tmp/inherited-ca.crt \
   && groupadd --gid 10001 stageline \
   && useradd --uid 10001 --gid stageline --create-home --shell /bin/bash stageline \
   && mkdir -p /workspace /var/lib/stageline /etc/stageline \
@@ -46,10 +51,11 @@ COPY --from=build /opt/stageline /opt/stageline
 COPY --from=variant --chown=stageline:stageline /home/stageline/.cc-mirror /home/stageline/.cc-mirror
 COPY --from=variant --chown=stageline:stageline /home/stageline/.local /home/stageline/.local
 # Plugins beside the pipeline in /etc/stageline import `stageline/pipeline` and `effect` as the engine's
-# own modules (one copy of each, so their service tags are the engine's).
+# own modules (one copy of each, so their service tags are the engine's), and load as ES modules.
 RUN ln -s /opt/stageline/bin/stageline.mjs /usr/local/bin/stageline \
   && ln -s /opt/stageline /opt/stageline/node_modules/stageline \
-  && ln -s /opt/stageline/node_modules /etc/stageline/node_modules
+  && ln -s /opt/stageline/node_modules /etc/stageline/node_modules \
+  && echo '{ "private": true, "type": "module" }' >/etc/stageline/package.json
 
 # The agent edits code and runs tools: it runs as an unprivileged user, never as root.
 USER stageline

@@ -26,7 +26,17 @@ const specifierUrl = (spec: string, dir: string): string => {
   }
 }
 
-const describeError = (error: unknown) => (error instanceof Error ? error.message.split("\n")[0] : String(error))
+const describeError = (error: unknown): string =>
+  error instanceof Error ? (error.message.split("\n")[0] ?? "") : String(error)
+
+/**
+ * A .ts plugin outside any package that says `"type": "module"` is compiled as CommonJS, and its imports of
+ * stageline then fail with Node's require(esm) errors, which do not say that.
+ */
+const moduleHint = (error: unknown, spec: string) =>
+  /\.[cm]?ts$/.test(spec) === false || !/require\(\)|ERR_REQUIRE|ES Module/i.test(describeError(error))
+    ? ""
+    : ' (a .ts plugin is loaded as CommonJS unless a package.json beside it or above it says "type": "module", or it is named .mts)'
 
 /** Imports each plugin and registers its stages; returns what went wrong, plugin by plugin. */
 export const loadPlugins = (specs: ReadonlyArray<string>, dir: string) =>
@@ -37,7 +47,10 @@ export const loadPlugins = (specs: ReadonlyArray<string>, dir: string) =>
       const origin = `plugin ${spec}`
       const loaded = yield* Effect.tryPromise(() => import(specifierUrl(spec, dir))).pipe(Effect.either)
       if (loaded._tag === "Left") {
-        problems.push({ index, message: `cannot load plugin "${spec}": ${describeError(loaded.left.error)}` })
+        problems.push({
+          index,
+          message: `cannot load plugin "${spec}": ${describeError(loaded.left.error)}${moduleHint(loaded.left.error, spec)}`
+        })
         continue
       }
       const exported = (loaded.right as { default?: unknown }).default

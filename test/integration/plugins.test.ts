@@ -9,6 +9,7 @@ import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { RegistryLive } from "../../src/cli/Cli.js"
 import { load, PipelineInvalid } from "../../src/pipeline/Compiler.js"
+import { runCli } from "../support/cli.js"
 import { runOnce, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
@@ -98,6 +99,26 @@ export default {
       expect(clash[0]!.message).toContain('stage "one-stage"')
       expect(clash[0]!.message).toContain("already registered")
       expect(clash[0]).toMatchObject({ line: 4, field: "plugins[1]" })
+    })
+  )
+
+  it.effect("outside a module package, say how to make a .ts plugin load, and load once told", () =>
+    Effect.promise(async () => {
+      // As in the image: the plugin beside its pipeline, stageline and effect reachable through node_modules.
+      // Through the real command, since the test runner compiles every .ts file as a module itself.
+      const pipeline = pipelineWith(["./one-stage.ts"], "\n  - claim\n  - one-stage\n  - record\n")
+      fs.copyFileSync(path.join(fixtures, "one-stage.ts"), path.join(pipeline.dir, "one-stage.ts"))
+      const root = path.join(import.meta.dirname, "..", "..")
+      fs.mkdirSync(path.join(pipeline.dir, "node_modules"))
+      fs.symlinkSync(root, path.join(pipeline.dir, "node_modules", "stageline"))
+      fs.symlinkSync(path.join(root, "node_modules", "effect"), path.join(pipeline.dir, "node_modules", "effect"))
+      const refused = await runCli(["validate", pipeline.file])
+      expect(refused.code).toBe(1)
+      expect(refused.output).toContain('says "type": "module", or it is named .mts')
+      fs.writeFileSync(path.join(pipeline.dir, "package.json"), '{ "type": "module" }\n')
+      const loaded = await runCli(["validate", pipeline.file])
+      expect(loaded.code, loaded.output).toBe(0)
+      expect(loaded.output).toContain('"origin": "plugin ./one-stage.ts"')
     })
   )
 
