@@ -16,6 +16,18 @@ project=stageline-smoke-$$
 stack=$(mktemp -d)
 say() { printf '\n== %s\n' "$*"; }
 
+# The stack's containers find each other by service name: podman's CNI networks need the dnsname plugin.
+if [ "$engine" = podman ] && [ "$(podman info --format '{{.Host.NetworkBackend}}')" = cni ] \
+  && [ ! -x /usr/lib/cni/dnsname ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing the CNI dnsname plugin, so that containers resolve each other's names"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-github-containernetworking-plugin-dnsname >/dev/null
+  else
+    echo "podman's networks resolve no names here: install golang-github-containernetworking-plugin-dnsname" >&2
+    exit 1
+  fi
+fi
+
 say "building the base image and the examples' images"
 "$engine" build --format docker -t stageline:latest . >"$stack/build.log" 2>&1 || { tail -40 "$stack/build.log"; exit 1; }
 for example in code-review-bot supabase-assistant custom-stage; do
@@ -28,8 +40,9 @@ done
 say "starting the code-review-bot stack ($project)"
 cp -r examples/code-review-bot/. "$stack/"
 cp scripts/container-smoke.compose.yml "$stack/smoke.compose.yml"
+password=smoke-$RANDOM$RANDOM
 cat >"$stack/.env" <<ENV
-POSTGRES_PASSWORD=smoke-$RANDOM$RANDOM
+POSTGRES_PASSWORD=$password
 ANTHROPIC_AUTH_TOKEN=scripted-token
 WORKER_COUNT=1
 ENV
@@ -38,16 +51,21 @@ cleanup() {
   status=$?
   if [ "$status" -ne 0 ]; then
     say "worker logs (last 40 lines)"
-    run_compose logs code-review-bot 2>/dev/null | tail -40 || true
+    run_compose logs code-review-bot 2>&1 | tail -40 || true
   fi
   run_compose down -v >/dev/null 2>&1 || true
+  # podman-compose 1.0 leaves the stack's network behind.
+  if [ "$engine" = podman ]; then podman network rm "${project}_default" >/dev/null 2>&1 || true; fi
   rm -rf "$stack"
   exit "$status"
 }
 trap cleanup EXIT
 run_compose up -d --no-build >"$stack/up.log" 2>&1 || { cat "$stack/up.log"; exit 1; }
 
-psql() { run_compose exec -T db psql -U orchestration -d orchestration -v ON_ERROR_STOP=1 -tA "$@"; }
+# The password too: the official image trusts local connections, a stand-in image may not.
+psql() {
+  run_compose exec -T db env PGPASSWORD="$password" psql -U orchestration -d orchestration -v ON_ERROR_STOP=1 -tA "$@"
+}
 wait_for() { # what, seconds, command...
   local what=$1 seconds=$2
   shift 2

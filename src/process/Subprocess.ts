@@ -5,8 +5,12 @@
  * `@effect/platform`'s `Command` gives the child its own process group and sends SIGTERM on interruption,
  * but never follows up with SIGKILL and never looks for descendants that left the group. The finalizer
  * added here runs before Command's own: TERM, a grace period, then KILL, to the group and to every
- * process carrying this run's marker (see ProcessTree). Where `setpriv` exists the child is also started
- * with a parent-death signal, so a worker that is SIGKILLed takes its agents with it.
+ * process carrying this run's marker (see ProcessTree). What a SIGKILLed worker leaves running carries its
+ * owner mark, and the next worker on the machine ends it.
+ *
+ * No parent-death signal (`setpriv --pdeathsig`): Linux sends it when the *thread* that forked the child
+ * exits, not the process, and in the container image Node's exiting threads had it kill healthy agents
+ * within a second of their start.
  */
 import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
@@ -56,8 +60,6 @@ export interface SubprocessResult {
   readonly stdout: CapturedOutput
   readonly stderr: CapturedOutput
 }
-
-const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => process.platform === "linux" && fs.existsSync(p))
 
 const maxLine = 1024 * 1024
 
@@ -130,10 +132,7 @@ export const runSubprocess = (spec: SubprocessSpec) =>
   Effect.scoped(
     Effect.gen(function* () {
       const token = crypto.randomUUID()
-      const argv = setpriv
-        ? [setpriv, "--pdeathsig", "SIGKILL", "--", spec.command, ...spec.args]
-        : [spec.command, ...spec.args]
-      const command = Command.make(argv[0]!, ...argv.slice(1)).pipe(
+      const command = Command.make(spec.command, ...spec.args).pipe(
         Command.workingDirectory(spec.cwd),
         Command.env({ ...spec.env, [markerVariable]: token, [ownerVariable]: owner }, { extendEnv: false }),
         // An open stdin with nothing on it makes some programs (the Claude Code CLI) wait for input.
