@@ -47,11 +47,17 @@ ANTHROPIC_AUTH_TOKEN=scripted-token
 WORKER_COUNT=1
 ENV
 run_compose() { (cd "$stack" && "$compose" -p "$project" -f docker-compose.yml -f smoke.compose.yml "$@"); }
+# A service's container, by the labels both compose tools set (podman-compose 1.0 prints its merged
+# configuration on stdout, so its `exec` output cannot be read back).
+container() {
+  "$engine" ps -q --filter "label=com.docker.compose.project=$project" \
+    --filter "label=com.docker.compose.service=$1" | head -1
+}
 cleanup() {
   status=$?
   if [ "$status" -ne 0 ]; then
     say "worker logs (last 40 lines)"
-    run_compose logs code-review-bot 2>&1 | tail -40 || true
+    "$engine" logs "$(container code-review-bot)" 2>&1 | tail -40 || true
   fi
   run_compose down -v >/dev/null 2>&1 || true
   # podman-compose 1.0 leaves the stack's network behind.
@@ -64,7 +70,8 @@ run_compose up -d --no-build >"$stack/up.log" 2>&1 || { cat "$stack/up.log"; exi
 
 # The password too: the official image trusts local connections, a stand-in image may not.
 psql() {
-  run_compose exec -T db env PGPASSWORD="$password" psql -U orchestration -d orchestration -v ON_ERROR_STOP=1 -tA "$@"
+  "$engine" exec "$(container db)" env PGPASSWORD="$password" \
+    psql -U orchestration -d orchestration -v ON_ERROR_STOP=1 -tA "$@"
 }
 wait_for() { # what, seconds, command...
   local what=$1 seconds=$2
@@ -77,7 +84,7 @@ wait_for() { # what, seconds, command...
   return 1
 }
 tables_ready() { [ "$(psql -c "SELECT to_regclass('orchestration_results') IS NOT NULL" 2>/dev/null)" = t ]; }
-worker_ready() { run_compose exec -T code-review-bot node /opt/stageline/scripts/healthcheck.mjs /readyz; }
+worker_ready() { "$engine" exec "$(container code-review-bot)" node /opt/stageline/scripts/healthcheck.mjs /readyz; }
 wait_for "the database and the worker's migrations" 120 tables_ready
 wait_for "the worker's /readyz" 60 worker_ready
 echo "db up, worker ready"
@@ -98,7 +105,7 @@ psql -c "SELECT r.status, q.status AS request_status, r.commit_sha IS NOT NULL A
   r.error FROM orchestration_results r JOIN orchestration_requests q ON q.id = r.request_id
   WHERE r.request_id = '$id'"
 stages=$(psql -c "SELECT string_agg(stage, ' ' ORDER BY id) FROM orchestration_events
-  WHERE request_id = '$id' AND kind = 'stage-finished'")
+  WHERE request_id = '$id' AND kind IN ('claimed', 'stage-finished')")
 echo "stages finished: $stages"
 status=$(psql -c "SELECT status FROM orchestration_results WHERE request_id = '$id'")
 subject=$(psql -c "SELECT output->'git'->'commits'->0->>'subject' FROM orchestration_results WHERE request_id = '$id'")
