@@ -5,8 +5,10 @@
  * machine is shared. Nothing is asserted; the targets are compared in the table.
  *
  *   npm run bench                       everything, 20,000 jobs per throughput run
- *   BENCH_N=2000 npm run bench          quick: fewer jobs, samples and requests (results in *-quick.*)
- *   BENCH_ONLY=throughput,pickup npm run bench
+ *   BENCH_N=2000 npm run bench          quick: fewer jobs, samples and requests
+ *   BENCH_ONLY=throughput,pickup npm run bench   some sections (written to queue-partial.*)
+ *
+ * A run of every section is written to bench/results/queue.{json,md} and its table into the README.
  *
  * Settings: BENCH_N, BENCH_ROUNDS (3), BENCH_CONCURRENCY (1,4,16,64), BENCH_PICKUP (N/20), BENCH_DEPTHS
  * (0,100000,1000000), BENCH_OVERHEAD_N (N/200, at least 20), BENCH_MEMORY_WORKERS (1,8,64),
@@ -29,7 +31,6 @@ const ints = (name: string, fallback: ReadonlyArray<number>) =>
   process.env[name] ? process.env[name].split(",").map(Number) : fallback
 
 const n = int("BENCH_N", 20_000)
-const quick = n < 20_000
 const only = process.env.BENCH_ONLY?.split(",")
 const wanted = (section: string) => only === undefined || only.includes(section)
 const rounds = int("BENCH_ROUNDS", 3)
@@ -42,7 +43,6 @@ const main = async () => {
   const admin = await connect(adminUrl)
   const result: Record<string, unknown> = {
     measured_at: new Date().toISOString(),
-    quick,
     machine: await machine(admin),
     load_at_start: load()
   }
@@ -98,12 +98,12 @@ const main = async () => {
     await dropAll()
   }
   result.load_at_end = load()
-  const base = path.join(import.meta.dirname, "results", quick || only ? "queue-partial" : "queue")
+  const base = path.join(import.meta.dirname, "results", only ? "queue-partial" : "queue")
   const table = renderTable(result)
   fs.writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 2)}\n`)
   fs.writeFileSync(`${base}.md`, table)
   console.log(`\n${table}\n(written to ${path.relative(process.cwd(), base)}.json and .md)`)
-  if (!quick && !only) {
+  if (!only) {
     // The README shows the latest full run.
     const readme = path.join(import.meta.dirname, "..", "README.md")
     const text = fs.readFileSync(readme, "utf8")
