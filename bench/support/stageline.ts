@@ -41,17 +41,19 @@ export const startStageline = async (options: {
       Effect.withConfigProvider(provider)
     )
   )
-  // Ready once its listener has said LISTEN (the claim loop then waits on it).
+  // Ready once its listener has said LISTEN and a fiber has looked for work (after the migrations).
   await until(
     "the stageline worker to listen",
     async () => {
       if (fiber.unsafePoll() !== null) throw new Error("the stageline worker exited before it was ready")
-      const rows = await options.observer.query(
-        `SELECT 1 FROM pg_stat_activity
-          WHERE datname = $1 AND application_name = 'stageline-listen' AND state = 'idle' AND query LIKE 'LISTEN%'`,
+      const rows = await options.observer.query<{ n: number }>(
+        `SELECT count(DISTINCT application_name)::int AS n FROM pg_stat_activity
+          WHERE datname = $1 AND state = 'idle'
+            AND ((application_name = 'stageline-listen' AND query LIKE 'LISTEN%')
+              OR (application_name = 'stageline' AND query LIKE '%claim_next_request%'))`,
         [options.database]
       )
-      return rows.rowCount! > 0
+      return rows.rows[0]!.n === 2
     },
     20
   )
