@@ -35,9 +35,12 @@ const only = process.env.BENCH_ONLY?.split(",")
 const wanted = (section: string) => only === undefined || only.includes(section)
 const rounds = int("BENCH_ROUNDS", 3)
 
-process.on("SIGINT", () => {
-  dropAll().finally(() => process.exit(130))
-})
+// Stopped early (Ctrl-C, a timeout): the databases it made go with it.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    dropAll().finally(() => process.exit(130))
+  })
+}
 
 const main = async () => {
   const admin = await connect(adminUrl)
