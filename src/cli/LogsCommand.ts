@@ -48,6 +48,7 @@ export const logs = Command.make(
       yield* migrate()
       const sql = yield* SqlClient.SqlClient
       let last = "0"
+      let seenFinished = false
       while (true) {
         const [request] = yield* sql<{
           status: string
@@ -58,9 +59,12 @@ export const logs = Command.make(
         for (const e of events) yield* Console.log(formatEvent(e))
         if (events.length > 0) last = events[events.length - 1]!.id
         if (!follow) return
-        if (finished.has(request.status) && events.length === 0) {
+        // Events are written a moment after they happen (in batches), so the request must have been seen
+        // finished once already, with nothing new since, before the last of them is taken to be in.
+        if (finished.has(request.status) && events.length === 0 && seenFinished) {
           return yield* Console.log(`request ${id} is ${request.status}`)
         }
+        seenFinished = finished.has(request.status)
         yield* Effect.sleep("250 millis")
       }
     }).pipe(Effect.provide(Layer.mergeAll(Database.layer)))

@@ -142,53 +142,57 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Effect.withSpan("Queue.release")
       )
 
-    const record: QueueService["record"] = (r, retry) =>
-      sql
-        .withTransaction(
-          Effect.gen(function* () {
-            const final = finalStatusOf(r.status)
-            const mayRetry = retry.retryable && final === "failed"
-            // One statement decides the next status and writes it: a cancelled request stays cancelled; a
-            // retried one goes back to pending, unclaimed, after its backoff; any other is finished now.
-            const updated = yield* sql<{ status: string }>`WITH next AS (
-                SELECT q.id,
-                       CASE WHEN q.status = 'cancelled' THEN 'cancelled'
-                            WHEN ${mayRetry} AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts}) THEN 'pending'
-                            ELSE ${final} END AS status
-                  FROM orchestration_requests AS q
-                 WHERE q.id = ${r.requestId} AND q.claimed_by = ${r.workerId} AND q.status IN ('processing', 'cancelled')
-                   FOR UPDATE
-              )
-              UPDATE orchestration_requests AS q
-                 SET status = n.status,
-                     run_after = CASE WHEN n.status = 'pending'
-                                      THEN now() + ${retry.backoffMs} * interval '1 millisecond' * power(2, greatest(q.attempts - 1, 0))
-                                      ELSE q.run_after END,
-                     claimed_by = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_by END,
-                     claimed_at = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_at END,
-                     finished_at = CASE WHEN n.status = 'pending' THEN NULL ELSE now() END,
-                     last_error = ${r.error},
-                     lease_expires_at = NULL,
-                     current_stage = NULL
-                FROM next AS n
-               WHERE q.id = n.id
-           RETURNING q.status`
-            if (updated.length === 0) {
-              const existing = yield* sql`SELECT 1 FROM orchestration_results
-                 WHERE request_id = ${r.requestId} AND attempt = ${r.attempt} AND worker_id = ${r.workerId}`
-              return existing.length > 0 ? ("already-recorded" as const) : ("not-owner" as const)
-            }
-            yield* sql`INSERT INTO orchestration_results
-                (request_id, attempt, worker_id, status, output, pr_url, commit_sha, branch_name, duration_ms,
-                 error, session_id, model, num_turns, cost_usd, usage)
-              VALUES (${r.requestId}, ${r.attempt}, ${r.workerId}, ${r.status}, ${jsonParam(r.output)}::jsonb,
-                 ${r.prUrl}, ${r.commitSha}, ${r.branchName}, ${Math.round(r.durationMs)}, ${r.error},
-                 ${r.sessionId}, ${r.model}, ${r.numTurns}, ${r.costUsd}, ${jsonParam(r.usage)}::jsonb)
-              ON CONFLICT (request_id, attempt) DO NOTHING`
-            return updated[0]!.status === "pending" ? ("retrying" as const) : ("recorded" as const)
-          })
+    const record: QueueService["record"] = (r, retry) => {
+      const final = finalStatusOf(r.status)
+      const mayRetry = retry.retryable && final === "failed"
+      // One statement, so one round trip and one commit: it decides the next status and writes it (a
+      // cancelled request stays cancelled; a retried one goes back to pending, unclaimed, after its backoff;
+      // any other is finished now), and writes the result row only if the request was still this worker's.
+      // When it was not, whether this attempt's row is already there tells a repeated record from a lost claim.
+      return sql<{ status: string | null; existing: boolean }>`WITH next AS (
+          SELECT q.id,
+                 CASE WHEN q.status = 'cancelled' THEN 'cancelled'
+                      WHEN ${mayRetry} AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts}) THEN 'pending'
+                      ELSE ${final} END AS status
+            FROM orchestration_requests AS q
+           WHERE q.id = ${r.requestId} AND q.claimed_by = ${r.workerId} AND q.status IN ('processing', 'cancelled')
+             FOR UPDATE
+        ), updated AS (
+          UPDATE orchestration_requests AS q
+             SET status = n.status,
+                 run_after = CASE WHEN n.status = 'pending'
+                                  THEN now() + ${retry.backoffMs} * interval '1 millisecond' * power(2, greatest(q.attempts - 1, 0))
+                                  ELSE q.run_after END,
+                 claimed_by = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_by END,
+                 claimed_at = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_at END,
+                 finished_at = CASE WHEN n.status = 'pending' THEN NULL ELSE now() END,
+                 last_error = ${r.error},
+                 lease_expires_at = NULL,
+                 current_stage = NULL
+            FROM next AS n
+           WHERE q.id = n.id
+       RETURNING q.status
+        ), inserted AS (
+          INSERT INTO orchestration_results
+                 (request_id, attempt, worker_id, status, output, pr_url, commit_sha, branch_name, duration_ms,
+                  error, session_id, model, num_turns, cost_usd, usage)
+          SELECT ${r.requestId}::uuid, ${r.attempt}::integer, ${r.workerId}::text, ${r.status}::text,
+                 ${jsonParam(r.output)}::jsonb, ${r.prUrl}::text, ${r.commitSha}::text, ${r.branchName}::text,
+                 ${Math.round(r.durationMs)}::integer, ${r.error}::text, ${r.sessionId}::text, ${r.model}::text,
+                 ${r.numTurns}::integer, ${r.costUsd}::numeric, ${jsonParam(r.usage)}::jsonb
+            FROM updated
+          ON CONFLICT (request_id, attempt) DO NOTHING
         )
-        .pipe(Effect.withSpan("Queue.record"))
+        SELECT (SELECT status FROM updated) AS status,
+               EXISTS (SELECT 1 FROM orchestration_results
+                        WHERE request_id = ${r.requestId} AND attempt = ${r.attempt} AND worker_id = ${r.workerId}) AS existing`.pipe(
+        Effect.map(([row]): RecordOutcome => {
+          if (!row || row.status === null) return row?.existing ? "already-recorded" : "not-owner"
+          return row.status === "pending" ? "retrying" : "recorded"
+        }),
+        Effect.withSpan("Queue.record")
+      )
+    }
 
     const enqueue: QueueService["enqueue"] = (q) =>
       Effect.gen(function* () {

@@ -7,11 +7,30 @@ import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { Queue } from "../../src/queue/Queue.js"
+import { Queue, type ResultRow } from "../../src/queue/Queue.js"
 import { withEnv } from "../support/env.js"
 import { makeBareRepo, runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { isRunning } from "../support/processes.js"
 import { TestDatabase } from "../support/TestDatabase.js"
+
+/** A successful first attempt of `requestId` by worker w/1, as record writes it. */
+const successOf = (requestId: string): ResultRow => ({
+  requestId,
+  attempt: 1,
+  workerId: "w/1",
+  status: "success",
+  output: { stdout: "" },
+  prUrl: null,
+  commitSha: null,
+  branchName: null,
+  durationMs: 5,
+  error: null,
+  sessionId: null,
+  model: null,
+  numTurns: null,
+  costUsd: null,
+  usage: null
+})
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("the stages in detail", (it) => {
   it.effect("asks gh for the pushed branch's pull request, when gh and a token are there", () =>
@@ -97,23 +116,7 @@ process.stdout.write("https://github.com/acme/widgets/pull/77\\n")
       const queue = yield* Queue
       const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
         VALUES ('p', 'processing', 1, 'w/1') RETURNING id`
-      const result = {
-        requestId: row!.id,
-        attempt: 1,
-        workerId: "w/1",
-        status: "success" as const,
-        output: { stdout: "" },
-        prUrl: null,
-        commitSha: null,
-        branchName: null,
-        durationMs: 5,
-        error: null,
-        sessionId: null,
-        model: null,
-        numTurns: null,
-        costUsd: null,
-        usage: null
-      }
+      const result = successOf(row!.id)
       const retry = { retryable: false, maxAttempts: 1, backoffMs: 0 }
       expect(yield* queue.record(result, retry)).toBe("recorded")
       // As if the commit's reply was lost and record ran again.
@@ -124,6 +127,23 @@ process.stdout.write("https://github.com/acme/widgets/pull/77\\n")
       expect(count!.n).toBe(1)
       // Another worker cannot record it.
       expect(yield* queue.record({ ...result, workerId: "other/1" }, retry)).toBe("not-owner")
+    }).pipe(Effect.provide(Queue.layer))
+  )
+
+  it.effect("writes no result for a worker that lost its claim", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const queue = yield* Queue
+      const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
+        VALUES ('p', 'processing', 1, 'w/1') RETURNING id`
+      // An operator put it back; the old owner still finishes its run and records.
+      expect(yield* queue.release(row!.id, "w/1")).toBe(true)
+      const outcome = yield* queue.record(successOf(row!.id), { retryable: false, maxAttempts: 1, backoffMs: 0 })
+      expect(outcome).toBe("not-owner")
+      const [left] = yield* sql<{ status: string; results: number }>`SELECT status,
+          (SELECT count(*)::int FROM orchestration_results WHERE request_id = ${row!.id}) AS results
+        FROM orchestration_requests WHERE id = ${row!.id}`
+      expect(left).toEqual({ status: "pending", results: 0 })
     }).pipe(Effect.provide(Queue.layer))
   )
 })

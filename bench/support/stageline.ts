@@ -1,0 +1,65 @@
+/**
+ * stageline's worker in this process, started exactly as `stageline run --pipeline FILE` starts it: the
+ * same CLI command, given the argv, with the environment it would read (`DATABASE_URL`, `WORKER_COUNT`, …)
+ * as its config provider. Stopping it is what SIGINT does: the worker drains and returns.
+ */
+import { NodeContext } from "@effect/platform-node"
+import { ConfigProvider, Effect, Fiber, Layer } from "effect"
+import type pg from "pg"
+import { cli } from "../../src/cli/Cli.js"
+import * as Logging from "../../src/cli/Logging.js"
+import { until } from "./stats.js"
+
+export interface RunningStageline {
+  readonly stop: () => Promise<void>
+}
+
+export const startStageline = async (options: {
+  readonly url: string
+  readonly database: string
+  readonly pipeline: string
+  readonly workerCount: number
+  readonly env?: Record<string, string>
+  /** A connection to the same server, used to see when the worker listens. */
+  readonly observer: pg.Client
+}): Promise<RunningStageline> => {
+  const env = {
+    ...process.env,
+    DATABASE_URL: options.url,
+    WORKER_COUNT: String(options.workerCount),
+    // Each system runs with its logs at warnings: graphile-worker's logger is given the same.
+    LOG_LEVEL: "warning",
+    LOG_FORMAT: "json",
+    ...options.env
+  }
+  const provider = ConfigProvider.fromMap(
+    new Map(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined))
+  )
+  const fiber = Effect.runFork(
+    cli(["node", "stageline", "run", "--pipeline", options.pipeline]).pipe(
+      Effect.provide(Layer.mergeAll(NodeContext.layer, Logging.layer)),
+      Effect.withConfigProvider(provider)
+    )
+  )
+  // Ready once its listener has said LISTEN and a fiber has looked for work (after the migrations).
+  await until(
+    "the stageline worker to listen",
+    async () => {
+      if (fiber.unsafePoll() !== null) throw new Error("the stageline worker exited before it was ready")
+      const rows = await options.observer.query<{ n: number }>(
+        `SELECT count(DISTINCT application_name)::int AS n FROM pg_stat_activity
+          WHERE datname = $1 AND state = 'idle'
+            AND ((application_name = 'stageline-listen' AND query LIKE 'LISTEN%')
+              OR (application_name = 'stageline' AND query LIKE '%claim_next_request%'))`,
+        [options.database]
+      )
+      return rows.rows[0]!.n === 2
+    },
+    20
+  )
+  return {
+    stop: async () => {
+      await Effect.runPromise(Fiber.interrupt(fiber))
+    }
+  }
+}
