@@ -31,7 +31,9 @@ const composeFiles = [
 ]
 const dockerfiles = ["Dockerfile", ...examples.map((e) => `examples/${e}/Dockerfile`)]
 const read = (file: string) => fs.readFileSync(path.join(root, file), "utf8")
-const yamlOf = (file: string) => YAML.parse(read(file)) as Record<string, any>
+// biome-ignore lint/suspicious/noExplicitAny: parsed YAML, walked freely by the assertions below
+type Yaml = any
+const yamlOf = (file: string) => YAML.parse(read(file)) as Record<string, Yaml>
 
 describe("compose files", () => {
   const schema = JSON.parse(
@@ -59,7 +61,7 @@ describe("compose files", () => {
   it.each(examples)("examples/%s: db and worker with healthchecks, volumes, credentials from .env", (example) => {
     const dir = `examples/${example}`
     const { services, volumes } = yamlOf(`${dir}/docker-compose.yml`)
-    const [workerName, worker] = Object.entries<any>(services).find(([name]) => name !== "db")!
+    const [workerName, worker] = Object.entries<Yaml>(services).find(([name]) => name !== "db")!
     expect(Object.keys(services).sort()).toEqual(["db", workerName].sort())
     expect(services.db.healthcheck.test.join(" ")).toContain("pg_isready")
     expect(worker.healthcheck.test).toContain("/readyz")
@@ -110,7 +112,7 @@ describe("Dockerfiles", () => {
 })
 
 /** The manifests kustomize would put together, each checked by the model of its kind. */
-const models: Record<string, new (data: any) => { validate(): void }> = {
+const models: Record<string, new (data: Yaml) => { validate(): void }> = {
   "v1/Namespace": core.Namespace,
   "v1/ConfigMap": core.ConfigMap,
   "v1/Secret": core.Secret,
