@@ -46,7 +46,8 @@ export default Stage.make({
                           ),
                           Effect.catchAll((error) =>
                             Effect.logError(`could not put request ${request.value.id} back to pending`, error)
-                          )
+                          ),
+                          Effect.annotateLogs({ request_id: request.value.id, attempt: request.value.attempts })
                         )
                       : Effect.void
                   )

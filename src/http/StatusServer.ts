@@ -1,6 +1,6 @@
 /**
  * The worker's HTTP server, on `STAGELINE_HTTP_PORT` (none when it is 0 or unset): `/healthz` and
- * `/readyz` for probes. It lives as long as the layer, which the `run` command holds around its
+ * `/readyz` for probes, `/metrics` for Prometheus. It lives as long as the layer, which the `run` command holds around its
  * migrations and its supervisor, so probes answer from the start to the last drained request.
  */
 import * as http from "node:http"
@@ -9,6 +9,8 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import { loadMigrations } from "../db/Migrator.js"
+import * as PrometheusText from "../metrics/PrometheusText.js"
+import * as QueueGauges from "../metrics/QueueGauges.js"
 import { liveness, readiness } from "./Health.js"
 
 const json = (status: number, body: unknown) => HttpServerResponse.unsafeJson(body, { status })
@@ -23,6 +25,15 @@ export const router = Effect.map(loadMigrations(), (bundled) =>
       "/readyz",
       Effect.map(readiness(bundled), (r) =>
         json(r.ready ? 200 : 503, { status: r.ready ? "ready" : "not ready", ...r })
+      )
+    ),
+    HttpRouter.get(
+      "/metrics",
+      Effect.zipRight(
+        QueueGauges.refresh,
+        Effect.map(PrometheusText.scrape, (text) =>
+          HttpServerResponse.text(text, { contentType: PrometheusText.contentType })
+        )
       )
     )
   )

@@ -7,6 +7,9 @@
  * the request (its workspace) lives until then; what it opens for itself it scopes itself.
  */
 import { Data, Deferred, Duration, Effect, Either, Schedule } from "effect"
+import * as Metrics from "../metrics/Metrics.js"
+import type { ClaimedRequest } from "../queue/Request.js"
+import * as RequestSpan from "../tracing/RequestSpan.js"
 import { WorkerStopping } from "../worker/Lifecycle.js"
 import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
 import type { RunInfo, StageFailure, StageReport } from "./RunContext.js"
@@ -125,17 +128,26 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     if (aborted._tag === "Some" && ctx.failure === undefined) ctx.failure = yield* aborted.value
     const failure = ctx.failure as StageFailure | undefined
     const finished = (report: StageReport) =>
-      Effect.zipRight(
+      Effect.all([
         Effect.sync(() => run.stages.push(report)),
-        emit({
-          _tag: "StageFinished",
-          requestId,
-          attempt,
-          stage: report.stage,
-          outcome: report.outcome,
-          durationMs: report.durationMs,
-          ...(report.reason === undefined ? {} : { reason: report.reason })
+        report.outcome === "skipped" ? Effect.void : Metrics.stageRan(report.stage, report.outcome, report.durationMs),
+        Effect.annotateCurrentSpan({
+          "stageline.outcome": report.outcome,
+          "stageline.stage_attempts": report.attempts,
+          ...(report.reason === undefined ? {} : { "stageline.reason": report.reason })
         })
+      ]).pipe(
+        Effect.zipRight(
+          emit({
+            _tag: "StageFinished",
+            requestId,
+            attempt,
+            stage: report.stage,
+            outcome: report.outcome,
+            durationMs: report.durationMs,
+            ...(report.reason === undefined ? {} : { reason: report.reason })
+          })
+        )
       )
     const skip = (reason: string) =>
       finished({ stage: compiled.id, outcome: "skipped", durationMs: 0, attempts: 0, reason })
@@ -169,11 +181,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
           attempts,
           Effect.flatMap(Deferred.await(run.abort), (failure) => Effect.fail(new RunAborted({ failure })))
         )
-    const result = yield* abortable.pipe(
-      Effect.either,
-      Effect.annotateLogs({ stage: compiled.id }),
-      Effect.withSpan(`stage ${compiled.id}`)
-    )
+    const result = yield* Effect.either(abortable)
     const durationMs = Date.now() - started
     if (Either.isRight(result)) {
       Object.assign(ctx, result.right)
@@ -199,10 +207,14 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     })
     yield* Effect.logWarning(
       `stage ${compiled.id} failed (${tag}) after ${counter.attempts} attempt(s) in ${durationMs} ms: ${stageFailure.message}`
-    ).pipe(Effect.annotateLogs({ stage: compiled.id }))
+    )
     // The first failure is the one the result reports; a later one (record itself) is logged only.
     if (!failure) ctx.failure = stageFailure
-  })
+  }).pipe(
+    // Every log line of the stage says which it is; the span is the request span's child, skipped or not.
+    Effect.annotateLogs({ stage: compiled.id }),
+    Effect.withSpan(`stage ${compiled.id}`, { attributes: { "stageline.stage": compiled.id } })
+  )
 
 /**
  * Claims one request and takes it through the pipeline. `Stopped` means the claim stage declined (the
@@ -224,7 +236,13 @@ export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
       if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome
 
       const counter = { attempts: 0 }
-      const claimed = yield* Effect.either(attemptStage(claim, ctx, counter))
+      // Waiting for work is not traced: an idle fiber's polls and its lease's heartbeats (forked here)
+      // would each be a trace of their own every few seconds.
+      const claimed = yield* attemptStage(claim, ctx, counter).pipe(
+        Effect.either,
+        Effect.annotateLogs({ stage: claim.id }),
+        Effect.withTracerEnabled(false)
+      )
       if (Either.isLeft(claimed)) return fail(claimed.left)
       Object.assign(ctx, claimed.right)
       run.stages.push({
@@ -233,23 +251,33 @@ export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
         durationMs: Date.now() - run.startedAt,
         attempts: counter.attempts
       })
-      const request = ctx.request as { id: string; attempts: number }
+      const request = ctx.request as ClaimedRequest
+      yield* Metrics.claimed(request)
       yield* emit({ _tag: "Claimed", requestId: request.id, attempt: request.attempts, workerId })
 
       const failure = yield* Effect.gen(function* () {
-        yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`)
+        yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`).pipe(
+          Effect.annotateLogs({ stage: claim.id })
+        )
         yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run), { discard: true })
         const failure = (ctx.failure as StageFailure | undefined) ?? null
         yield* Effect.logInfo(
           `request ${request.id} ${failure ? `failed in stage ${failure.stage}` : "ran every stage"} in ${
             Date.now() - run.startedAt
           } ms`
-        )
+        ).pipe(Effect.annotateLogs({ stage: pipeline.stages.at(-1)!.id }))
         return failure
-      }).pipe(Effect.annotateLogs({ request_id: request.id, attempt: request.attempts }))
+      }).pipe(
+        Effect.annotateLogs({ request_id: request.id, attempt: request.attempts }),
+        Metrics.trackInFlight,
+        RequestSpan.around({
+          request,
+          workerId,
+          pipeline: pipeline.name,
+          claimStage: claim.id,
+          waitStartedAt: run.startedAt
+        })
+      )
       return { _tag: "Processed", requestId: request.id, failure } satisfies RunOutcome
-    }).pipe(
-      Effect.annotateLogs({ worker_id: workerId }),
-      Effect.withSpan("Runner.runOnce", { attributes: { pipeline: pipeline.name } })
-    )
+    }).pipe(Effect.annotateLogs({ worker_id: workerId }))
   )

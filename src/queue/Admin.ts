@@ -34,6 +34,25 @@ export const inFlight = Effect.flatMap(
     FROM orchestration_requests WHERE status = 'processing' ORDER BY claimed_at`
 )
 
+export interface QueueDepth {
+  /** Pending and claimable now. */
+  readonly ready: number
+  /** Pending, waiting for its run_after (a retry's backoff, a scheduled request). */
+  readonly scheduled: number
+  /** Being processed by any worker. */
+  readonly processing: number
+}
+
+/** Counts over the partial indexes on pending and processing rows: cheap enough for every scrape. */
+export const queueDepth = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<QueueDepth>`SELECT
+      (SELECT count(*) FROM orchestration_requests WHERE status = 'pending' AND run_after <= now())::int AS ready,
+      (SELECT count(*) FROM orchestration_requests WHERE status = 'pending' AND run_after > now())::int AS scheduled,
+      (SELECT count(*) FROM orchestration_requests WHERE status = 'processing')::int AS processing`.pipe(
+    Effect.map((rows) => rows[0]!)
+  )
+)
+
 export const results = (options: { readonly requestId?: string | undefined; readonly limit: number }) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     options.requestId === undefined

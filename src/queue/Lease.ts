@@ -36,7 +36,9 @@ export const keepLease = (request: ClaimedRequest, run: RunInfo) =>
           .pipe(
             Effect.catchAll((error) =>
               Effect.as(
-                Effect.logWarning(`could not renew the lease of request ${request.id}; trying again`, error),
+                Effect.logWarning(`could not renew the lease of request ${request.id}; trying again`, error).pipe(
+                  Effect.annotateLogs({ stage: run.currentStage ?? "claim" })
+                ),
                 "held" as const
               )
             )
@@ -55,5 +57,6 @@ export const keepLease = (request: ClaimedRequest, run: RunInfo) =>
         }
       }
     })
-    yield* Effect.forkScoped(beat)
+    // Forked by the claim, before the run's own annotations: it names its request itself.
+    yield* Effect.forkScoped(beat.pipe(Effect.annotateLogs({ request_id: request.id, attempt: request.attempts })))
   })

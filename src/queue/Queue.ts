@@ -5,6 +5,7 @@
  */
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Layer, Option, Schema } from "effect"
+import * as Metrics from "../metrics/Metrics.js"
 import { ClaimedRequest } from "./Request.js"
 
 export interface ResultRow {
@@ -190,6 +191,12 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
           if (!row || row.status === null) return row?.existing ? "already-recorded" : "not-owner"
           return row.status === "pending" ? "retrying" : "recorded"
         }),
+        // Counted once the statement has committed, so a failed one is not.
+        Effect.tap((outcome) =>
+          outcome === "recorded" || outcome === "retrying"
+            ? Metrics.attemptRecorded(r, outcome === "recorded")
+            : Effect.void
+        ),
         Effect.withSpan("Queue.record")
       )
     }

@@ -27,6 +27,8 @@ export class ClaimedRequest extends Schema.Class<ClaimedRequest>("ClaimedRequest
   /** As stored: decoded by the stages that use it (see RequestConfig), so a bad one fails its request. */
   config: Schema.Unknown,
   metadata: Schema.Unknown,
+  /** When it may run: not before this. Absent where a claim stage's row lacks it. */
+  run_after: Schema.optional(Schema.DateFromSelf),
   claimed_at: Schema.NullOr(Schema.DateFromSelf),
   claimed_by: Schema.NullOr(Schema.String),
   attempts: Schema.Number,

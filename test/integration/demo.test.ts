@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { runCli } from "../support/cli.js"
-import { tempDir } from "../support/harness.js"
+import { stagesAfterClaim, tempDir } from "../support/harness.js"
 import { freePort } from "../support/ports.js"
 
 describe("stageline demo", () => {
@@ -17,13 +17,7 @@ describe("stageline demo", () => {
     if (code !== 0) console.error(output)
     expect(output).toContain("Model: SCRIPTED")
     expect(output).toContain("SQL> INSERT INTO orchestration_requests (repo_url, prompt)")
-    for (const stage of [
-      "prepare-workspace",
-      "customize-skill",
-      "execute-mclaude",
-      "extract-git-artifacts",
-      "record"
-    ]) {
+    for (const stage of stagesAfterClaim) {
       expect(output).toMatch(new RegExp(`${stage}\\s+ok in \\d+ ms`))
     }
     expect(output).toMatch(/status\s+success/)

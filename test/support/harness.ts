@@ -58,6 +58,15 @@ export const defaultStages = `
   - record
 `
 
+/** The stages of `defaultStages` (and of the example pipelines) after the claim. */
+export const stagesAfterClaim = [
+  "prepare-workspace",
+  "customize-skill",
+  "execute-mclaude",
+  "extract-git-artifacts",
+  "record"
+] as const
+
 /** Writes a pipeline file whose agent is the test double, with a config dir of its own. */
 export const writePipeline = (
   options: {

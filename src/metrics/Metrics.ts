@@ -1,0 +1,103 @@
+/**
+ * The worker's metrics, as Effect `Metric`s in the process-wide registry; `/metrics` renders them in
+ * Prometheus text format (see PrometheusText.ts). Names follow Prometheus conventions: seconds for time,
+ * `_total` for counters. The queue's depth is not counted here but read from the database on each scrape
+ * (see QueueGauges.ts), so every worker reports the same queue whatever it has seen.
+ */
+import { Effect, Metric, MetricBoundaries } from "effect"
+import type { ResultRow } from "../queue/Queue.js"
+
+/** 5 ms to about 22 minutes, four times wider each: from a no-op stage to a long agent run. */
+const durationBuckets = MetricBoundaries.exponential({ start: 0.005, factor: 4, count: 10 })
+
+/** 1 ms to about 4.4 minutes: instant pickup through a poll interval and a backoff. */
+const latencyBuckets = MetricBoundaries.exponential({ start: 0.001, factor: 4, count: 10 })
+
+/** Requests whose final attempt was recorded, by that attempt's result status. */
+export const requests = Metric.counter("stageline_requests_total", {
+  description:
+    "Requests finished by this worker, by final result status (success, error, partial, timeout, cancelled).",
+  incremental: true
+})
+
+/** Every recorded attempt, final or retried. */
+export const attempts = Metric.counter("stageline_attempts_total", {
+  description: "Attempts recorded by this worker, by result status and whether the request will be tried again.",
+  incremental: true
+})
+
+export const stageDuration = Metric.histogram(
+  "stageline_stage_duration_seconds",
+  durationBuckets,
+  "How long each stage ran, by stage and outcome (ok, failed); the claim's wait for work is not counted."
+)
+
+export const pickupLatency = Metric.histogram(
+  "stageline_pickup_latency_seconds",
+  latencyBuckets,
+  "From the moment a request could run (created, or its run_after) to its claim."
+)
+
+export const inFlight = Metric.gauge("stageline_in_flight", {
+  description: "Requests this worker process is taking through the pipeline now."
+})
+
+export const agentCost = Metric.counter("stageline_agent_cost_usd_total", {
+  description: "The agents' reported cost in US dollars (total_cost_usd), summed over recorded attempts.",
+  incremental: true
+})
+
+export const agentTokens = Metric.counter("stageline_agent_tokens_total", {
+  description: "The agents' reported tokens, by kind (input, output, cache_read, cache_creation).",
+  incremental: true
+})
+
+const tokenKinds = [
+  ["input", "input_tokens"],
+  ["output", "output_tokens"],
+  ["cache_read", "cache_read_input_tokens"],
+  ["cache_creation", "cache_creation_input_tokens"]
+] as const
+
+/** What a recorded attempt adds: its status, and the agent's cost and tokens when it reported them. */
+export const attemptRecorded = (result: ResultRow, final: boolean) =>
+  Effect.gen(function* () {
+    yield* Metric.increment(
+      Metric.tagged(Metric.tagged(attempts, "status", result.status), "retried", final ? "false" : "true")
+    )
+    if (final) yield* Metric.increment(Metric.tagged(requests, "status", result.status))
+    if (result.costUsd !== null && Number.isFinite(result.costUsd)) yield* Metric.incrementBy(agentCost, result.costUsd)
+    const usage = (result.usage ?? {}) as Record<string, unknown>
+    for (const [kind, key] of tokenKinds) {
+      const n = usage[key]
+      if (typeof n === "number" && n > 0) yield* Metric.incrementBy(Metric.tagged(agentTokens, "kind", kind), n)
+    }
+  })
+
+export const stageRan = (stage: string, outcome: "ok" | "failed", durationMs: number) =>
+  Metric.update(Metric.tagged(Metric.tagged(stageDuration, "stage", stage), "outcome", outcome), durationMs / 1000)
+
+/** The seconds between when a request became claimable and its claim, by the database's clock. */
+export const claimed = (request: {
+  readonly created_at: Date
+  readonly run_after?: Date | undefined
+  readonly claimed_at: Date | null
+}) =>
+  request.claimed_at === null
+    ? Effect.void
+    : Metric.update(
+        pickupLatency,
+        Math.max(
+          0,
+          (request.claimed_at.getTime() - Math.max(request.created_at.getTime(), request.run_after?.getTime() ?? 0)) /
+            1000
+        )
+      )
+
+/** Counts the effect as a request in flight while it runs, however it ends. */
+export const trackInFlight = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.acquireUseRelease(
+    Metric.increment(inFlight),
+    () => effect,
+    () => Metric.incrementBy(inFlight, -1)
+  )
