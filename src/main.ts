@@ -1,5 +1,5 @@
 /**
- * The entry point: wires the platform and logging, then hands the arguments to the CLI. A command that
+ * The entry point: wires the platform, logging and tracing, then hands the arguments to the CLI. A command that
  * fails prints what went wrong in a sentence (and its cause), not a stack trace, and exits 1.
  */
 import { ValidationError } from "@effect/cli"
@@ -7,8 +7,9 @@ import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Cause, Console, Effect, Layer } from "effect"
 import { cli } from "./cli/Cli.js"
 import * as Logging from "./cli/Logging.js"
+import * as Tracing from "./tracing/Tracing.js"
 
-const MainLive = Layer.mergeAll(NodeContext.layer, Logging.layer)
+const MainLive = Layer.mergeAll(NodeContext.layer, Logging.layer, Tracing.layer)
 
 const describe = (error: unknown): string => {
   const message =

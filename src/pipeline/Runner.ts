@@ -253,7 +253,6 @@ export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
       })
       const request = ctx.request as ClaimedRequest
       yield* Metrics.claimed(request)
-      yield* emit({ _tag: "Claimed", requestId: request.id, attempt: request.attempts, workerId })
 
       const failure = yield* Effect.gen(function* () {
         yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`).pipe(
@@ -275,7 +274,10 @@ export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
           workerId,
           pipeline: pipeline.name,
           claimStage: claim.id,
-          waitStartedAt: run.startedAt
+          waitStartedAt: run.startedAt,
+          afterClaim: emit({ _tag: "Claimed", requestId: request.id, attempt: request.attempts, workerId }).pipe(
+            Effect.annotateLogs({ request_id: request.id, attempt: request.attempts, stage: claim.id })
+          )
         })
       )
       return { _tag: "Processed", requestId: request.id, failure } satisfies RunOutcome

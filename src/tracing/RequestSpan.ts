@@ -15,13 +15,15 @@ export interface RequestSpanInfo {
   readonly claimStage: string
   /** When the claiming fiber began to look for work (ms since the epoch). */
   readonly waitStartedAt: number
+  /** What the claim does once it has the request (announcing it), traced as part of the claim. */
+  readonly afterClaim: Effect.Effect<void>
 }
 
 const nanos = (ms: number) => BigInt(Math.round(ms)) * 1_000_000n
 
 const clamp = (value: bigint, low: bigint, high: bigint) => (value < low ? low : value > high ? high : value)
 
-/** Runs the rest of the request under its span, after recording the claim as the span's first child. */
+/** Runs the rest of the request under its span, after the claim as the span's first child. */
 export const around =
   (info: RequestSpanInfo) =>
   <E, R>(effect: Effect.Effect<StageFailure | null, E, R>): Effect.Effect<StageFailure | null, E, R> =>
@@ -49,7 +51,8 @@ export const around =
       )
       claimSpan.attribute("stageline.stage", info.claimStage)
       claimSpan.attribute("stageline.outcome", "ok")
-      claimSpan.end(now, Exit.void)
+      yield* info.afterClaim.pipe(Effect.withParentSpan(claimSpan))
+      claimSpan.end(yield* Clock.currentTimeNanos, Exit.void)
       return yield* effect.pipe(
         Effect.withParentSpan(span),
         Effect.tap((failure) =>

@@ -97,7 +97,8 @@ export const run = (pipeline: CompiledPipeline) =>
     yield* reclaimAbandonedWorkspaces.pipe(
       Effect.catchAll((error) => Effect.logWarning("could not look for abandoned workspaces", error))
     )
-    yield* Effect.forkScoped(rescueExpiredLeases)
+    // Maintenance, every half lease: traced, it would be a trace of its own every few seconds.
+    yield* Effect.forkScoped(rescueExpiredLeases.pipe(Effect.withTracerEnabled(false)))
     yield* Ref.set(lifecycle.supervisor, "running")
     // A daemon, so that interrupting this fiber does not interrupt requests in flight: the drain decides.
     const workers = yield* Effect.forkDaemon(
