@@ -1,13 +1,16 @@
 /**
  * The worker's HTTP server, on `STAGELINE_HTTP_PORT` (none when it is 0 or unset): `/healthz` and
- * `/readyz` for probes, `/metrics` for Prometheus. It lives as long as the layer, which the `run` command holds around its
- * migrations and its supervisor, so probes answer from the start to the last drained request.
+ * `/readyz` for probes, `/metrics` for Prometheus, and the dashboard (see DashboardRoutes.ts). It lives
+ * as long as the layer, which the `run` command holds around its migrations and its supervisor, so
+ * probes answer from the start to the last drained request.
  */
 import * as http from "node:http"
 import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
+import * as DashboardRoutes from "../dashboard/DashboardRoutes.js"
+import { QueueHistory } from "../dashboard/QueueHistory.js"
 import { loadMigrations } from "../db/Migrator.js"
 import * as PrometheusText from "../metrics/PrometheusText.js"
 import * as QueueGauges from "../metrics/QueueGauges.js"
@@ -44,12 +47,13 @@ export const layer = Layer.unwrapEffect(
   Effect.gen(function* () {
     const { httpPort, httpHost } = yield* WorkerConfig
     if (httpPort === 0) return Layer.empty
-    const app = yield* router
+    const app = HttpRouter.concat(yield* router, yield* DashboardRoutes.routes)
     return HttpServer.serve(app).pipe(
       HttpServer.withLogAddress,
       // Probes and scrapes every few seconds would bury the requests' traces.
       HttpMiddleware.withTracerDisabledWhen(() => true),
-      Layer.provide(NodeHttpServer.layer(() => http.createServer(), { port: httpPort, host: httpHost }))
+      Layer.provide(NodeHttpServer.layer(() => http.createServer(), { port: httpPort, host: httpHost })),
+      Layer.provide(QueueHistory.layer)
     )
   })
 )
