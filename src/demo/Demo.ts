@@ -13,6 +13,7 @@ import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { Console, Data, Effect, Layer, Logger, LogLevel } from "effect"
 import { BuiltinStages } from "../../stages/index.js"
+import * as Progress from "../cli/Progress.js"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"
@@ -31,26 +32,21 @@ const examplePipeline = new URL("../../examples/code-review-bot/pipeline.yaml", 
 const prompt =
   "Review this repository for security problems. Write your findings to REVIEW.md and commit it on the current branch."
 
-const printer = {
+/** The run's events as a live line per request, the agent's steps printed above it. */
+const printer = (view: Progress.ProgressView) => ({
   onEvent: (event: RunEvent) => {
     switch (event._tag) {
       case "Claimed":
-        return Console.log(
-          `  claim                   claimed ${event.requestId} (attempt ${event.attempt}) as ${event.workerId}`
-        )
+        return view.onEvent({ requestId: event.requestId, attempt: event.attempt, kind: "claimed", stage: "claim" })
       case "StageStarted":
-        return Console.log(`  ${event.stage.padEnd(22)}  running…`)
-      case "StageFinished": {
-        const mark = event.outcome === "ok" ? "ok" : event.outcome
-        return Console.log(
-          `  ${event.stage.padEnd(22)}  ${mark} in ${event.durationMs} ms${event.reason ? ` (${event.reason})` : ""}`
-        )
-      }
+        return view.onEvent({ ...event, kind: "stage-started" })
+      case "StageFinished":
+        return view.onEvent({ ...event, kind: "stage-finished" })
       case "AgentEvent":
-        return Console.log(`  ${"".padEnd(22)}    ${event.summary}`)
+        return view.note(`    ${event.stage}: ${event.summary}`)
     }
   }
-}
+})
 
 /** Where the model is: the real API when credentials are set, else the scripted stand-in (scoped). */
 const modelEndpoint = Effect.gen(function* () {
@@ -130,8 +126,10 @@ export const demo = Effect.scoped(
         VALUES (${repo.url}, ${prompt}) RETURNING id`
       const id = row!.id
       yield* Console.log("\nThe worker takes it through the pipeline:")
+      const view = Progress.make({ lastStage: demoPipeline.stages.at(-1)!.id })
+      yield* view.ticking
       yield* Worker.run(demoPipeline).pipe(
-        Effect.provide(Worker.stageServices(demoPipeline, { once: true, observer: printer }))
+        Effect.provide(Worker.stageServices(demoPipeline, { once: true, observer: printer(view) }))
       )
 
       const [result] =

@@ -18,8 +18,10 @@ describe("stageline demo", () => {
     expect(output).toContain("Model: SCRIPTED")
     expect(output).toContain("SQL> INSERT INTO orchestration_requests (repo_url, prompt)")
     for (const stage of stagesAfterClaim) {
-      expect(output).toMatch(new RegExp(`${stage}\\s+ok in \\d+ ms`))
+      expect(output).toMatch(new RegExp(`✓ ${stage} [\\d.]+ m?s`))
     }
+    // The request's line, ending with every stage done.
+    expect(output).toMatch(/ #1 {2}✓ claim {2}✓ prepare-workspace .*✓ record [\d.]+ m?s {2}— done in [\d.]+ m?s\n/)
     expect(output).toMatch(/status\s+success/)
     expect(output).toMatch(/commits\s+\[\{"sha":"[0-9a-f]{40}","subject":"Add security review"\}\]/)
     expect(code).toBe(0)

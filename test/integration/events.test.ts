@@ -2,9 +2,16 @@ import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { DatabaseUrl } from "../../src/db/Database.js"
-import { runCli, startCli } from "../support/cli.js"
+import { runCli, startCli, waitFor } from "../support/cli.js"
 import { runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
+
+/** The environment of a `stageline` process on this file's database. */
+const cliEnv = Effect.map(DatabaseUrl, (url) => ({
+  DATABASE_URL: Redacted.value(url),
+  WORKSPACE_BASE: tempDir("ws"),
+  LOG_LEVEL: "error"
+}))
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("progress events", (it) => {
   it.effect("record the claim, every stage, and the agent's own steps as they happen", () =>
@@ -52,11 +59,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("progr
   it.effect("stageline logs --follow prints them live and stops when the request ends", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const env = {
-        DATABASE_URL: Redacted.value(yield* DatabaseUrl),
-        WORKSPACE_BASE: tempDir("ws"),
-        LOG_LEVEL: "error"
-      }
+      const env = yield* cliEnv
       const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt)
         VALUES (${"@sleep 800\n@say done waiting"}) RETURNING id`
       const follower = startCli(["logs", row!.id, "--follow"], env)
@@ -68,12 +71,55 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("progr
       expect(out).toMatch(/#1 claim\s+claimed by/)
       expect(out).toMatch(/#1 execute-mclaude\s+says: done waiting/)
       expect(out).toMatch(/#1 record\s+ok in \d+ ms/)
+      // The request's own line, one state after another, ending with every stage done.
+      const short = row!.id.slice(0, 8)
+      expect(out).toContain(`${short} #1  ✓ claim  ▸ prepare-workspace`)
+      expect(out).toMatch(
+        new RegExp(
+          `${short} #1  ✓ claim  ✓ prepare-workspace \\S+ m?s  ✓ customize-skill \\S+ m?s  ✓ execute-mclaude \\S+ m?s  ✓ extract-git-artifacts \\S+ m?s  ✓ record \\S+ m?s  — done in \\S+ m?s\n`
+        )
+      )
       expect(out.trim().split("\n").at(-1)).toBe(`request ${row!.id} is completed`)
       const once = yield* Effect.promise(() => runCli(["logs", row!.id], env))
       expect(once.output).toContain("execute-mclaude")
+      const nothing = yield* Effect.promise(() => runCli(["logs"], env))
+      expect(nothing.code).toBe(1)
+      expect(nothing.output).toContain("give a request id, or --follow to watch every request")
       const missing = yield* Effect.promise(() => runCli(["logs", "00000000-0000-0000-0000-000000000000"], env))
       expect(missing.code).toBe(1)
       expect(missing.output).toContain("no request 00000000-0000-0000-0000-000000000000")
+    })
+  )
+
+  it.effect("stageline logs --follow without an id shows a live line for every request", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const env = yield* cliEnv
+      const follower = startCli(["logs", "--follow"], env)
+      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 1500)))
+      const ids = yield* Effect.forEach(["@say first", "@sleep 300\n@say second"], (prompt) =>
+        sql<{ id: string }>`INSERT INTO orchestration_requests (prompt) VALUES (${prompt}) RETURNING id`.pipe(
+          Effect.map((r) => r[0]!.id)
+        )
+      )
+      const worker = yield* Effect.promise(() => runCli(["run", "--once", "--pipeline", writePipeline().file], env))
+      expect(worker.code).toBe(0)
+      yield* Effect.promise(() =>
+        waitFor("both lines to end", async () =>
+          ids.every((id) => new RegExp(`${id.slice(0, 8)} #1  ✓ claim .*✓ record .*— done in`).test(follower.output()))
+        )
+      )
+      follower.child.kill("SIGINT")
+      yield* Effect.promise(() => follower.exited)
+      for (const id of ids) {
+        const lines = follower
+          .output()
+          .split("\n")
+          .filter((l) => l.startsWith(id.slice(0, 8)))
+        // One state after another: each line extends the one before.
+        expect(lines.length).toBeGreaterThanOrEqual(10)
+        expect(lines.at(-1)).toMatch(/✓ execute-mclaude \S+ m?s {2}✓ extract-git-artifacts \S+ m?s {2}✓ record/)
+      }
     })
   )
 })
