@@ -7,12 +7,16 @@ import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
+import { vi } from "vitest"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { artifactsDir, chromiumPath, haveChromium, launch } from "../support/browser.js"
-import { type Running, startCli, waitFor } from "../support/cli.js"
+import { type Running, startCli, startup, waitFor } from "../support/cli.js"
 import { tempDir, writePipeline } from "../support/harness.js"
 import { freePort } from "../support/ports.js"
 import { TestDatabase } from "../support/TestDatabase.js"
+
+// Each test starts worker processes; on a busy machine that alone takes many seconds.
+vi.setConfig({ testTimeout: 180_000 })
 
 if (!haveChromium) {
   console.warn(
@@ -48,10 +52,14 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "150 seconds" })("the 
         })
     )
     yield* Effect.promise(() =>
-      waitFor("the server to listen", async () => {
-        const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null)
-        return r?.status === 200
-      })
+      waitFor(
+        "the server to listen",
+        async () => {
+          const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null)
+          return r?.status === 200
+        },
+        startup
+      )
     )
     const insert = (prompt: string, runAfter = "now()") =>
       Effect.runPromise(

@@ -1,10 +1,14 @@
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
+import { vi } from "vitest"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { runCli, startCli, waitFor } from "../support/cli.js"
 import { runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
+
+// The CLI tests start worker and follower processes; on a busy machine that alone takes many seconds.
+vi.setConfig({ testTimeout: 180_000 })
 
 /** The environment of a `stageline` process on this file's database. */
 const cliEnv = Effect.map(DatabaseUrl, (url) => ({

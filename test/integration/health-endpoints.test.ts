@@ -6,6 +6,7 @@ import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, Logger, LogLevel, Redacted, Scope } from "effect"
+import { vi } from "vitest"
 import { RegistryLive } from "../../src/cli/Cli.js"
 import { WorkerConfig } from "../../src/config/WorkerConfig.js"
 import { DatabaseUrl } from "../../src/db/Database.js"
@@ -14,10 +15,13 @@ import * as StatusServer from "../../src/http/StatusServer.js"
 import { load } from "../../src/pipeline/Compiler.js"
 import { Lifecycle } from "../../src/worker/Lifecycle.js"
 import * as Worker from "../../src/worker/Worker.js"
-import { startCli, waitFor } from "../support/cli.js"
+import { startCli, startup, waitFor } from "../support/cli.js"
 import { tempDir, writePipeline } from "../support/harness.js"
 import { freePort } from "../support/ports.js"
 import { freshDatabase, TestClient, TestDatabase } from "../support/TestDatabase.js"
+
+// Each test starts worker processes; on a busy machine that alone takes many seconds.
+vi.setConfig({ testTimeout: 180_000 })
 
 const quiet = Logger.minimumLogLevel(LogLevel.Error)
 
@@ -41,7 +45,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("a wor
       const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt)
         VALUES (${"@sleep 2500\n@say done"}) RETURNING id`
       yield* Effect.promise(async () => {
-        await waitFor("the server to listen", async () => worker.output().includes("Listening on"))
+        await waitFor("the server to listen", async () => worker.output().includes("Listening on"), startup)
         // Up before the migrations: alive from the start, with the supervisor starting, then running.
         await waitFor("the supervisor to run", async () => (await get(`${base}/healthz`)).body.supervisor === "running")
         expect(await get(`${base}/healthz`)).toEqual({

@@ -5,12 +5,16 @@
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
+import { vi } from "vitest"
 import { DatabaseUrl } from "../../src/db/Database.js"
-import { startCli, waitFor } from "../support/cli.js"
+import { startCli, startup, waitFor } from "../support/cli.js"
 import { stagesAfterClaim, tempDir, writePipeline } from "../support/harness.js"
 import { freePort } from "../support/ports.js"
 import { parsePrometheus, sumOf } from "../support/prometheus.js"
 import { TestDatabase } from "../support/TestDatabase.js"
+
+// Each test starts worker processes; on a busy machine that alone takes many seconds.
+vi.setConfig({ testTimeout: 180_000 })
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("a worker's metrics", (it) => {
   it.effect("count requests, attempts, stages, pickups, cost and tokens, and read the queue from the database", () =>
@@ -44,7 +48,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("a wo
         )
 
       yield* Effect.promise(async () => {
-        await waitFor("the server to listen", async () => worker.output().includes("Listening on"))
+        await waitFor("the server to listen", async () => worker.output().includes("Listening on"), startup)
         const ok = [await insert("@say one"), await insert("@say two")]
         const broken = await insert("@error the model refused")
         await insert("@say later", "now() + interval '1 hour'")

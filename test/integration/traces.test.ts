@@ -8,11 +8,15 @@ import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Redacted } from "effect"
+import { vi } from "vitest"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import * as Tracing from "../../src/tracing/Tracing.js"
 import { runCli } from "../support/cli.js"
 import { runOnce, stagesAfterClaim, tempDir, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
+
+// Each test starts worker processes; on a busy machine that alone takes many seconds.
+vi.setConfig({ testTimeout: 180_000 })
 
 const expectedChildren = ["stage claim", ...stagesAfterClaim.map((s) => `stage ${s}`)]
 

@@ -37,6 +37,9 @@ export const runCli = async (args: ReadonlyArray<string>, env: Record<string, st
   return { code, output: running.output() }
 }
 
+/** How long a test gives a `stageline` process to start (loading its modules alone can take seconds here). */
+export const startup = 90_000
+
 /** Polls `check` until it returns a value, or fails after `ms`. */
 export const waitFor = async <A>(what: string, check: () => Promise<A | undefined | null | false>, ms = 20_000) => {
   const deadline = Date.now() + ms
