@@ -80,6 +80,7 @@ const everyRequest = Effect.gen(function* () {
   const view = Progress.make({})
   yield* view.ticking
   let last = yield* Admin.followStart
+  yield* Console.error("following every request from the attempts running now on (Ctrl-C to stop)")
   while (true) {
     // Statuses before events: a request seen ended, with no event since, has nothing more to show.
     const before = yield* view.active

@@ -3,7 +3,7 @@ import { expect, layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { vi } from "vitest"
 import { DatabaseUrl } from "../../src/db/Database.js"
-import { runCli, startCli, waitFor } from "../support/cli.js"
+import { runCli, startCli, startup, waitFor } from "../support/cli.js"
 import { runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
@@ -100,7 +100,9 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("progr
       const sql = yield* SqlClient.SqlClient
       const env = yield* cliEnv
       const follower = startCli(["logs", "--follow"], env)
-      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 1500)))
+      yield* Effect.promise(() =>
+        waitFor("the follower to start", async () => follower.output().includes("following every request"), startup)
+      )
       const ids = yield* Effect.forEach(["@say first", "@sleep 300\n@say second"], (prompt) =>
         sql<{ id: string }>`INSERT INTO orchestration_requests (prompt) VALUES (${prompt}) RETURNING id`.pipe(
           Effect.map((r) => r[0]!.id)
