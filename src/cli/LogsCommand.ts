@@ -50,6 +50,7 @@ const oneRequest = (id: string, follow: boolean) =>
     const view = follow ? Progress.make({}) : null
     if (view) yield* view.ticking
     let last = "0"
+    let seenFinished = false
     while (true) {
       const [request] = yield* sql<{
         status: string
@@ -67,10 +68,13 @@ const oneRequest = (id: string, follow: boolean) =>
       }
       if (events.length > 0) last = events[events.length - 1]!.id
       if (!view) return
-      if (finished.has(request.status) && events.length === 0) {
+      // Events are written a moment after they happen (in batches), so the request must have been seen
+      // finished once already, with nothing new since, before the last of them is taken to be in.
+      if (finished.has(request.status) && events.length === 0 && seenFinished) {
         for (const p of yield* view.active) yield* view.finish(p.requestId, p.attempt)
         return yield* Console.log(`request ${id} is ${request.status}`)
       }
+      seenFinished = finished.has(request.status)
       yield* poll
     }
   })
@@ -81,6 +85,8 @@ const everyRequest = Effect.gen(function* () {
   yield* view.ticking
   let last = yield* Admin.followStart
   yield* Console.error("following every request from the attempts running now on (Ctrl-C to stop)")
+  // The lines whose request was seen ended at the last poll (events land a moment late, in batches).
+  let endedBefore = new Set<string>()
   while (true) {
     // Statuses before events: a request seen ended, with no event since, has nothing more to show.
     const before = yield* view.active
@@ -92,13 +98,16 @@ const everyRequest = Effect.gen(function* () {
     }
     if (events.length > 0) last = events[events.length - 1]!.id
     const moved = new Set(events.map((e) => `${e.request_id}#${e.attempt}`))
+    const ended = new Set<string>()
     for (const p of before) {
+      const key = `${p.requestId}#${p.attempt}`
       const status = statuses.get(p.requestId) ?? ""
-      // Ended, or back to pending for another attempt (a line of its own).
-      if ((finished.has(status) || status === "pending") && !moved.has(`${p.requestId}#${p.attempt}`)) {
-        yield* view.finish(p.requestId, p.attempt)
-      }
+      // Ended, or back to pending for another attempt (a line of its own): twice, with nothing new since.
+      if (!(finished.has(status) || status === "pending") || moved.has(key)) continue
+      if (endedBefore.has(key)) yield* view.finish(p.requestId, p.attempt)
+      else ended.add(key)
     }
+    endedBefore = ended
     if (events.length === 0) yield* poll
   }
 })

@@ -83,9 +83,12 @@ export const make = Effect.gen(function* () {
       yield* Effect.uninterruptible(flush)
     }
   })
-  const writing = yield* Effect.forkDaemon(writer)
+  // Not traced: each batch would be a trace of its own, up to twenty a second.
+  const writing = yield* Effect.forkDaemon(writer.pipe(Effect.withTracerEnabled(false)))
   // When the worker goes: the batch in flight lands, then what is still queued.
-  yield* Effect.addFinalizer(() => Effect.zipRight(Fiber.interrupt(writing), flush))
+  yield* Effect.addFinalizer(() =>
+    Effect.zipRight(Fiber.interrupt(writing), flush.pipe(Effect.withTracerEnabled(false)))
+  )
 
   return {
     onEvent: (event) =>
