@@ -57,7 +57,7 @@ describe("the database connection silently dropped", () => {
     const [id] = await insertRequests(db, [{ prompt: "placeholder" }])
     await db.query("UPDATE orchestration_requests SET prompt = $2 WHERE id = $1", [
       id,
-      `@sleep 8000\n@append ${runsFile} ${id}\n@say done`
+      `@sleep 15000\n@append ${runsFile} ${id}\n@say done`
     ])
     const state = async () =>
       (
