@@ -5,7 +5,7 @@
  * and work again once the path is back.
  */
 import * as path from "node:path"
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { runCli, waitFor } from "../support/cli.js"
 import { tempDir, writePipeline } from "../support/harness.js"
 import {
@@ -13,9 +13,9 @@ import {
   connect,
   insertRequests,
   orphanProcesses,
-  ownDatabase,
   report,
   startWorker,
+  useOwnDatabase,
   viaPort,
   waitUntilSettled,
   workerEnv
@@ -23,16 +23,14 @@ import {
 import { startTcpProxy, type TcpProxy } from "./support/TcpProxy.js"
 
 describe("the database connection silently dropped", () => {
-  let database: { url: string; drop: () => Promise<void> }
+  const database = useOwnDatabase()
   let proxy: TcpProxy
   beforeAll(async () => {
-    database = await ownDatabase(inject("adminDatabaseUrl"))
     const target = new URL(database.url)
     proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
   })
   afterAll(async () => {
     await proxy?.close()
-    await database?.drop()
   })
 
   it("the worker gives the request up within its lease, another finishes it once, and the worker recovers", async () => {

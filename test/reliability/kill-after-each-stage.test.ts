@@ -5,16 +5,16 @@
  * nothing the dead worker started (processes, workspaces) outlives the recovery.
  */
 import * as path from "node:path"
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { runCli, waitFor } from "../support/cli.js"
 import { makeBareRepo, tempDir, writePipeline } from "../support/harness.js"
 import {
   audit,
   connect,
   insertRequests,
-  ownDatabase,
   report,
   startWorker,
+  useOwnDatabase,
   waitUntilSettled,
   workerEnv
 } from "./support/Fleet.js"
@@ -32,13 +32,9 @@ const stages = [
 const agentDone = new Set(["execute-mclaude", "extract-git-artifacts"])
 
 describe("the worker SIGKILLed after each stage", () => {
-  let database: { url: string; drop: () => Promise<void> }
+  const database = useOwnDatabase()
   beforeAll(async () => {
-    database = await ownDatabase(inject("adminDatabaseUrl"))
     expect((await runCli(["migrate"], { DATABASE_URL: database.url })).code).toBe(0)
-  })
-  afterAll(async () => {
-    await database?.drop()
   })
   const totals = { requests: 0, faults: 0, lost: 0, duplicated: 0, orphans: 0 }
   afterAll(() => report("kill-after-each-stage", totals))

@@ -6,6 +6,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import pg from "pg"
+import { afterAll, beforeAll, inject } from "vitest"
 import { type Running, startCli } from "../../support/cli.js"
 import { tempDir } from "../../support/harness.js"
 import { isRunning } from "../../support/processes.js"
@@ -262,4 +263,21 @@ export const viaPort = (databaseUrl: string, port: number) => {
   url.hostname = "127.0.0.1"
   url.port = String(port)
   return url.toString()
+}
+
+/** A database of the describe block's own on the run's server: made before its tests, dropped after. */
+export const useOwnDatabase = () => {
+  let database: { url: string; drop: () => Promise<void> } | undefined
+  beforeAll(async () => {
+    database = await ownDatabase(inject("adminDatabaseUrl"))
+  })
+  afterAll(async () => {
+    await database?.drop()
+  })
+  return {
+    get url() {
+      if (!database) throw new Error("the database is made in beforeAll")
+      return database.url
+    }
+  }
 }
