@@ -6,7 +6,7 @@
  */
 import * as path from "node:path"
 import { expect } from "vitest"
-import { runCli } from "../../support/cli.js"
+import { runCli, waitFor } from "../../support/cli.js"
 import { makeBareRepo, tempDir, writePipeline } from "../../support/harness.js"
 import {
   audit,
@@ -117,7 +117,7 @@ export const runFuzz = async (options: {
   const r = prng(seed ^ 0x5eed)
   const env = workerEnv(options.databaseUrl, {
     WORKER_COUNT: String(options.fibers),
-    LOG_LEVEL: "warning",
+    LOG_LEVEL: "info",
     STAGELINE_LEASE_MS: "2000",
     STAGELINE_MAX_ATTEMPTS: "2",
     STAGELINE_RETRY_BACKOFF_MS: "0",
@@ -189,6 +189,10 @@ export const runFuzz = async (options: {
     await new Promise((res) => setTimeout(res, 500))
     result = await audit(db, { workers: [...live, ...killed], workspaceBase: env.WORKSPACE_BASE })
   }
+  // A worker replaced just before the end may still be starting: a signal then would find no handler yet.
+  await waitFor("the live workers to be running", async () =>
+    live.every((w) => w.output().includes("running pipeline"))
+  )
   const exits = await Promise.all(live.map((w) => w.stop()))
   await db.end()
   report(`fuzz-${options.rows}`, {
