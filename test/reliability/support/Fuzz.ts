@@ -28,6 +28,7 @@ const rowsFor = (seed: number, count: number, repoUrl: string, scratch: string):
     r.pick([
       `@say row ${i}`,
       `@sleep ${r.int(0, 400)}\n@say slept`,
+      `@sleep ${r.int(500, 2_000)}\n@say slept long`,
       "@crash",
       `@exit ${r.int(1, 255)}`,
       "@malformed",
@@ -150,6 +151,7 @@ export const runFuzz = async (options: {
   const ids = await insertRequests(db, rows)
 
   let cancels = 0
+  let cancelsInFlight = 0
   const stop = { now: false }
   const chaos = (async () => {
     let sinceKill = 0
@@ -157,7 +159,17 @@ export const runFuzz = async (options: {
       await new Promise((res) => setTimeout(res, 250))
       sinceKill += 250
       if (r.chance(0.3)) {
-        const id = r.pick(ids)
+        // Half the time one that is running now, so cancels reach agents in flight, not only the queue.
+        const running = r.chance(0.5)
+          ? (
+              await db
+                .query<{ id: string }>(
+                  "SELECT id FROM orchestration_requests WHERE status = 'processing' ORDER BY id LIMIT 1"
+                )
+                .catch(() => ({ rows: [] as Array<{ id: string }> }))
+            ).rows[0]?.id
+          : undefined
+        const id = running ?? r.pick(ids)
         const { rowCount } = await db
           .query(
             "UPDATE orchestration_requests SET status = 'cancelled' WHERE id = $1 AND status IN ('pending', 'processing')",
@@ -165,6 +177,7 @@ export const runFuzz = async (options: {
           )
           .catch(() => ({ rowCount: 0 }))
         cancels += rowCount ?? 0
+        if (running !== undefined) cancelsInFlight += rowCount ?? 0
       }
       if (options.killEveryMs !== null && sinceKill >= options.killEveryMs) {
         sinceKill = 0
@@ -201,6 +214,7 @@ export const runFuzz = async (options: {
     faults: killed.length + cancels,
     workersKilled: killed.length,
     cancels,
+    cancelsInFlight,
     lost: result.lost,
     duplicated: result.duplicated,
     orphans: result.orphans,
