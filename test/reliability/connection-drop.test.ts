@@ -51,7 +51,7 @@ describe("the database connection silently dropped", () => {
       ...direct,
       DATABASE_URL: viaPort(database.url, proxy.port)
     })
-    await waitFor("the proxied worker to start", async () => proxied.output().includes("running pipeline"))
+    await waitFor("the proxied worker to start", async () => proxied.output().includes("running pipeline"), 90_000)
     const [id] = await insertRequests(db, [{ prompt: "placeholder" }])
     await db.query("UPDATE orchestration_requests SET prompt = $2 WHERE id = $1", [
       id,

@@ -7,7 +7,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, inject } from "vitest"
-import { type Running, startCli } from "../../support/cli.js"
+import { type Running, startCli, waitFor } from "../../support/cli.js"
 import { tempDir } from "../../support/harness.js"
 import { isRunning } from "../../support/processes.js"
 
@@ -41,7 +41,15 @@ export const startWorker = (
       }
     },
     stop: async () => {
-      if (running.child.exitCode === null && running.child.signalCode === null) running.child.kill("SIGTERM")
+      if (running.child.exitCode === null && running.child.signalCode === null) {
+        // Until the runtime is up, SIGTERM finds no handler and ends the process by the signal: wait for it.
+        await waitFor(
+          "the worker to be running before it is stopped",
+          async () => running.output().includes("running pipeline") || running.child.exitCode !== null,
+          60_000
+        ).catch(() => undefined)
+        running.child.kill("SIGTERM")
+      }
       return running.exited
     }
   }
@@ -125,6 +133,8 @@ export const audit = async (
     readonly workers?: ReadonlyArray<WorkerProcess>
     readonly workspaceBase?: string
     readonly runsFile?: string
+    /** How long processes and workspaces may take to go after the last request is final. */
+    readonly graceMs?: number
   } = {}
 ): Promise<Audit> => {
   const { rows } = await db.query<{
@@ -176,8 +186,21 @@ export const audit = async (
       problems.push(`request ${r.id}: its agent ran to the end ${runs.get(r.id)} times`)
     }
   }
-  const orphanPids = orphanProcesses(options.workers ?? [])
-  const leftovers = options.workspaceBase ? leftoverWorkspaces(options.workspaceBase) : []
+  // A request is final when record commits; its workspace goes a moment later, when its run's scope
+  // closes: what is left is left only if it is still there after a grace period.
+  const leftBehind = () => ({
+    orphanPids: orphanProcesses(options.workers ?? []),
+    leftovers: options.workspaceBase ? leftoverWorkspaces(options.workspaceBase) : []
+  })
+  let { orphanPids, leftovers } = leftBehind()
+  for (
+    let waited = 0;
+    waited < (options.graceMs ?? 10_000) && orphanPids.length + leftovers.length > 0;
+    waited += 200
+  ) {
+    await new Promise((r) => setTimeout(r, 200))
+    ;({ orphanPids, leftovers } = leftBehind())
+  }
   for (const pid of orphanPids) problems.push(`process ${pid} of a worker outlived it`)
   for (const dir of leftovers) problems.push(`workspace ${dir} was left behind`)
   const [failed] = (
@@ -220,7 +243,7 @@ export const leftoverWorkspaces = (base: string): Array<string> =>
     (fs.existsSync(dir) ? fs.readdirSync(dir) : []).filter((e) => workspaceName.test(e)).map((e) => path.join(dir, e))
   )
 
-/** A pipeline whose agent is the test double; the file and a fresh workspace base. */
+/** The environment of a worker process on `databaseUrl`, with a fresh workspace base (info logs: stop() reads them). */
 export const workerEnv = (databaseUrl: string, extra: Record<string, string> = {}) => ({
   DATABASE_URL: databaseUrl,
   WORKSPACE_BASE: tempDir("ws"),

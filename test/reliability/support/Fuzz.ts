@@ -6,7 +6,7 @@
  */
 import * as path from "node:path"
 import { expect } from "vitest"
-import { runCli, waitFor } from "../../support/cli.js"
+import { runCli } from "../../support/cli.js"
 import { makeBareRepo, tempDir, writePipeline } from "../../support/harness.js"
 import {
   audit,
@@ -197,15 +197,7 @@ export const runFuzz = async (options: {
   }
   const alive = live.map((w) => w.child.exitCode === null && w.child.signalCode === null)
   // What killed workers left is removed by the live ones' rescue loops.
-  let result = await audit(db, { workers: [...live, ...killed], workspaceBase: env.WORKSPACE_BASE })
-  for (let i = 0; i < 20 && result.orphans > 0; i++) {
-    await new Promise((res) => setTimeout(res, 500))
-    result = await audit(db, { workers: [...live, ...killed], workspaceBase: env.WORKSPACE_BASE })
-  }
-  // A worker replaced just before the end may still be starting: a signal then would find no handler yet.
-  await waitFor("the live workers to be running", async () =>
-    live.every((w) => w.output().includes("running pipeline"))
-  )
+  const result = await audit(db, { workers: [...live, ...killed], workspaceBase: env.WORKSPACE_BASE, graceMs: 20_000 })
   const exits = await Promise.all(live.map((w) => w.stop()))
   await db.end()
   report(`fuzz-${options.rows}`, {

@@ -30,7 +30,7 @@ export const runLoad = async (options: {
   /** The most a worker's resident memory may grow from a quarter of the way to the end. */
   readonly maxGrowthMiB: number
 }) => {
-  const env = workerEnv(options.databaseUrl, { WORKER_COUNT: String(options.fibers), LOG_LEVEL: "warning" })
+  const env = workerEnv(options.databaseUrl, { WORKER_COUNT: String(options.fibers) })
   expect((await runCli(["migrate"], env)).code).toBe(0)
   const db = connect(options.databaseUrl)
   const pipeline = writePipeline({ command: noopAgent() })
