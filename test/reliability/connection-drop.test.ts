@@ -55,7 +55,7 @@ describe("the database connection silently dropped", () => {
     const [id] = await insertRequests(db, [{ prompt: "placeholder" }])
     await db.query("UPDATE orchestration_requests SET prompt = $2 WHERE id = $1", [
       id,
-      `@sleep 15000\n@append ${runsFile} ${id}\n@say done`
+      `@sleep 30000\n@append ${runsFile} ${id}\n@say done`
     ])
     const state = async () =>
       (
@@ -70,6 +70,11 @@ describe("the database connection silently dropped", () => {
     })
 
     proxy.mode = "blackhole"
+    // The cut-off worker's agent has its prompt already; the next attempt need not sleep as long.
+    await db.query("UPDATE orchestration_requests SET prompt = $2 WHERE id = $1", [
+      id,
+      `@append ${runsFile} ${id}\n@say done`
+    ])
     const rescuer = startWorker(pipeline.file, "drop-b", direct)
     // By the time the rescuer claims the request again, the cut-off worker has stopped its own agent.
     await waitFor("the rescuer to claim the second attempt", async () => (await state()).attempts === 2, 30_000)

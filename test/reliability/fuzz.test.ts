@@ -15,7 +15,7 @@ describe("fuzzing", () => {
     await runFuzz({
       databaseUrl: database.url,
       seed: seedFromEnv(),
-      rows: 150,
+      rows: 100,
       processes: 2,
       fibers: 3,
       killEveryMs: null,

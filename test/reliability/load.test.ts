@@ -9,11 +9,11 @@ import { runLoad } from "./support/Load.js"
 describe("load", () => {
   const database = useOwnDatabase()
 
-  it("400 no-op requests over 3 processes of 4 fibers: each completed exactly once, memory flat", async () => {
+  it("240 no-op requests over 2 processes of 4 fibers: each completed exactly once, memory flat", async () => {
     await runLoad({
       databaseUrl: database.url,
-      requests: 400,
-      processes: 3,
+      requests: 240,
+      processes: 2,
       fibers: 4,
       settleMs: 150_000,
       maxGrowthMiB: 150
