@@ -5,7 +5,7 @@
  * nothing the dead worker started (processes, workspaces) outlives the recovery.
  */
 import * as path from "node:path"
-import { afterAll, describe, expect, inject, it } from "vitest"
+import { afterAll, describe, expect, inject, it, onTestFinished } from "vitest"
 import { runCli, waitFor } from "../support/cli.js"
 import { makeBareRepo, tempDir, writePipeline } from "../support/harness.js"
 import {
@@ -47,6 +47,10 @@ describe("the worker SIGKILLed after each stage", () => {
     async (stage) => {
       const database = await ownDatabase(inject("adminDatabaseUrl"))
       const db = connect(database.url)
+      onTestFinished(async () => {
+        await db.end().catch(() => {})
+        await database.drop()
+      })
       const env = workerEnv(database.url, {
         STAGELINE_LEASE_MS: "1500",
         STAGELINE_MAX_ATTEMPTS: "3",
@@ -87,6 +91,8 @@ describe("the worker SIGKILLed after each stage", () => {
       ).rows[0]
 
       const next = startWorker(pipeline.file, `next-${stage}`, env)
+      // Killed after record the request is already final: what is left is the restarted worker's to sweep.
+      await waitFor("the restarted worker to run", async () => next.output().includes("running pipeline"), 90_000)
       await waitUntilSettled(db, 60_000)
       // The dead worker's leftovers are removed by the rescue loop of the live one, within the audit's grace.
       const result = await audit(db, {
@@ -102,8 +108,6 @@ describe("the worker SIGKILLed after each stage", () => {
       ).rows
       const request = (await db.query("SELECT status FROM orchestration_requests WHERE id = $1", [id])).rows[0]
       expect((await next.stop()).code).toBe(0)
-      await db.end()
-      await database.drop()
 
       totals.requests++
       totals.faults++
