@@ -52,7 +52,7 @@ describe("the worker SIGKILLed after each stage", () => {
         await database.drop()
       })
       const env = workerEnv(database.url, {
-        STAGELINE_LEASE_MS: "1500",
+        STAGELINE_LEASE_MS: "3000",
         STAGELINE_MAX_ATTEMPTS: "3",
         STAGELINE_RETRY_BACKOFF_MS: "0",
         POLL_INTERVAL_MS: "200"

@@ -119,7 +119,7 @@ export const runFuzz = async (options: {
   const env = workerEnv(options.databaseUrl, {
     WORKER_COUNT: String(options.fibers),
     LOG_LEVEL: "info",
-    STAGELINE_LEASE_MS: "2000",
+    STAGELINE_LEASE_MS: "3000",
     STAGELINE_MAX_ATTEMPTS: "2",
     STAGELINE_RETRY_BACKOFF_MS: "0",
     STAGELINE_RETRY_ON: "timeout,crash,error",
