@@ -32,7 +32,13 @@ export default Stage.make({
     }),
     kill_grace_ms: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 600_000)), {
       default: () => 3_000
-    }).annotations({ description: "Time between SIGTERM and SIGKILL when the agent must be stopped." })
+    }).annotations({ description: "Time between SIGTERM and SIGKILL when the agent must be stopped." }),
+    result_grace_ms: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 3_600_000)), {
+      default: () => 30_000
+    }).annotations({
+      description:
+        "How long the agent may keep running after printing its result; then it is ended and its result kept."
+    })
   }),
   requires: ["request", "workspace"],
   provides: ["agent"],
@@ -104,7 +110,8 @@ export default Stage.make({
         env,
         timeoutMs,
         outputLimitBytes: options.output_limit_bytes,
-        killGraceMs: options.kill_grace_ms
+        killGraceMs: options.kill_grace_ms,
+        resultGraceMs: options.result_grace_ms
       })
       yield* Effect.logInfo(
         `agent finished: ${agent.status} in ${agent.durationMs} ms${agent.error ? ` (${agent.error})` : ""}`

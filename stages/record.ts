@@ -7,8 +7,13 @@
  *
  * A failed attempt goes back to pending for another try when its kind is in `retry_on` (a timeout, a
  * crash, any error) and it has attempts left; a bad request and a cancelled one never do.
+ *
+ * A database that is briefly unreachable (a restart, a failover) does not lose the outcome: the write is
+ * tried again for as long as the lease lasts. It is safe to repeat: a write that landed but whose answer was
+ * lost is found on the next try (`already-recorded`), and one that comes after another worker took the
+ * request over changes nothing (`not-owner`).
  */
-import { Effect, Schema } from "effect"
+import { Duration, Effect, Schedule, Schema } from "effect"
 import { type RetryClass, WorkerConfig } from "../src/config/WorkerConfig.js"
 import type { ResultStatus, StageInput } from "../src/pipeline/RunContext.js"
 import * as Stage from "../src/pipeline/Stage.js"
@@ -78,33 +83,43 @@ export default Stage.make({
         // What plugin stages added to the run context, under their own keys.
         extra: extraKeys(input)
       }
-      const outcome = yield* queue.record(
-        {
-          requestId: request.id,
-          attempt: request.attempts,
-          workerId: run.workerId,
-          status,
-          output,
-          prUrl: git?.prUrl ?? null,
-          commitSha: git?.headSha ?? null,
-          branchName: git?.branch ?? null,
-          durationMs,
-          error,
-          sessionId: agent?.sessionId ?? null,
-          model: agent?.model ?? null,
-          numTurns: agent?.numTurns ?? null,
-          costUsd: agent?.costUsd ?? null,
-          usage: agent?.usage ?? null
-        },
-        {
-          retryable: (() => {
-            const kind = retryClassOf(input, status)
-            return kind !== null && worker.retryOn.includes(kind)
-          })(),
-          maxAttempts: worker.maxAttempts,
-          backoffMs: worker.retryBackoffMs
-        }
-      )
+      const outcome = yield* queue
+        .record(
+          {
+            requestId: request.id,
+            attempt: request.attempts,
+            workerId: run.workerId,
+            status,
+            output,
+            prUrl: git?.prUrl ?? null,
+            commitSha: git?.headSha ?? null,
+            branchName: git?.branch ?? null,
+            durationMs,
+            error,
+            sessionId: agent?.sessionId ?? null,
+            model: agent?.model ?? null,
+            numTurns: agent?.numTurns ?? null,
+            costUsd: agent?.costUsd ?? null,
+            usage: agent?.usage ?? null
+          },
+          {
+            retryable: (() => {
+              const kind = retryClassOf(input, status)
+              return kind !== null && worker.retryOn.includes(kind)
+            })(),
+            maxAttempts: worker.maxAttempts,
+            backoffMs: worker.retryBackoffMs
+          }
+        )
+        .pipe(
+          Effect.tapError((error) => Effect.logWarning("could not record the outcome; trying again", error)),
+          Effect.retry(
+            Schedule.exponential(Duration.millis(200)).pipe(
+              Schedule.modifyDelay((_, d) => Duration.min(d, Duration.seconds(5))),
+              Schedule.upTo(Duration.millis(worker.leaseMs))
+            )
+          )
+        )
       if (outcome === "not-owner") {
         yield* Effect.logWarning(
           `request ${request.id} is no longer held by ${run.workerId} (released or taken over); its result was not written`

@@ -104,6 +104,12 @@ export const toEnvName = (key: string): string =>
     .toUpperCase()
 
 const maxValueBytes = 64 * 1024
+/**
+ * All of the metadata together. Linux refuses to start a program whose arguments and environment pass
+ * about 2 MiB (E2BIG), and the prompt may take 128 KiB of that: metadata larger than this would fail the
+ * spawn with an error that names no field.
+ */
+const maxTotalBytes = 256 * 1024
 
 /** The metadata column as environment variables, or the reason it cannot be. */
 export const metadataEnv = (metadata: unknown): Record<string, string> | InvalidRequest => {
@@ -154,6 +160,13 @@ export const metadataEnv = (metadata: unknown): Record<string, string> | Invalid
     }
     env[name] = text
     origin[name] = key
+  }
+  const total = Object.entries(env).reduce((sum, [k, v]) => sum + Buffer.byteLength(k) + Buffer.byteLength(v) + 2, 0)
+  if (total > maxTotalBytes) {
+    return new InvalidRequest({
+      field: "metadata",
+      message: `metadata is ${total} bytes in all; the limit is ${maxTotalBytes}`
+    })
   }
   return env
 }

@@ -6,6 +6,18 @@
 import type { AgentOutcome } from "../pipeline/RunContext.js"
 import type { SubprocessResult } from "../process/Subprocess.js"
 
+/** Whether a line of output is the agent's result object. */
+export const isResultLine = (line: string): boolean => {
+  const t = line.trim()
+  if (!t.startsWith("{") || !t.includes('"result"')) return false
+  try {
+    const v = JSON.parse(t) as { type?: unknown }
+    return typeof v === "object" && v !== null && v.type === "result"
+  } catch {
+    return false
+  }
+}
+
 /** The result object in stdout: the last line that parses as `{ "type": "result", ... }`, else all of it. */
 export const parseResultObject = (stdout: string): Record<string, unknown> | null => {
   const isResult = (v: unknown): v is Record<string, unknown> =>
@@ -62,6 +74,29 @@ export interface AgentRun {
   readonly durationMs: number
 }
 
+/** The status an agent's result object and exit code say. */
+const fromResult = (
+  result: Record<string, unknown>,
+  exitCode: number | null
+): Pick<AgentOutcome, "status" | "error"> => {
+  const subtype = str(result.subtype)
+  const message = str(result.result) ?? subtype ?? "no message"
+  if (subtype === "error_max_turns" || subtype === "error_max_budget_usd") {
+    return { status: "partial", error: `the agent stopped early (${subtype}): ${snippet(message)}` }
+  }
+  if (result.is_error === true) return { status: "error", error: `the agent reported an error: ${snippet(message)}` }
+  if (exitCode !== 0) return { status: "error", error: `the agent exited with code ${exitCode}: ${snippet(message)}` }
+  if (subtype !== null && subtype !== "success") {
+    return { status: "error", error: `the agent ended with ${subtype}: ${snippet(message)}` }
+  }
+  const denials = Array.isArray(result.permission_denials) ? result.permission_denials : []
+  if (denials.length > 0) {
+    const tools = denials.map((d) => str((d as { tool_name?: unknown })?.tool_name) ?? "a tool").join(", ")
+    return { status: "partial", error: `the agent was denied permission ${denials.length} time(s): ${tools}` }
+  }
+  return { status: "success", error: null }
+}
+
 /** Maps a finished (or timed-out) agent process to the outcome the record stage stores. */
 export const toOutcome = (run: AgentRun): AgentOutcome => {
   const p = run.process
@@ -92,28 +127,14 @@ export const toOutcome = (run: AgentRun): AgentOutcome => {
     }
     if (p === null) return { status: "error", error: "the agent did not run" }
     if (p.signal !== null) return { status: "error", error: `the agent was killed by ${p.signal}` }
+    // It printed its result and lingered: the result is what it had to say; the exit code never came.
+    if (p.endedWhenDone && result !== null) return fromResult(result, 0)
     if (result === null) {
       const why = p.exitCode === 0 ? "exited 0" : `exited with code ${p.exitCode}`
       const detail = snippet(stderr) || lastLines(stdout) || "no output"
       return { status: "error", error: `the agent ${why} without a JSON result: ${detail}` }
     }
-    const subtype = str(result.subtype)
-    const message = str(result.result) ?? subtype ?? "no message"
-    if (subtype === "error_max_turns" || subtype === "error_max_budget_usd") {
-      return { status: "partial", error: `the agent stopped early (${subtype}): ${snippet(message)}` }
-    }
-    if (result.is_error === true) return { status: "error", error: `the agent reported an error: ${snippet(message)}` }
-    if (p.exitCode !== 0)
-      return { status: "error", error: `the agent exited with code ${p.exitCode}: ${snippet(message)}` }
-    if (subtype !== null && subtype !== "success") {
-      return { status: "error", error: `the agent ended with ${subtype}: ${snippet(message)}` }
-    }
-    const denials = Array.isArray(result.permission_denials) ? result.permission_denials : []
-    if (denials.length > 0) {
-      const tools = denials.map((d) => str((d as { tool_name?: unknown })?.tool_name) ?? "a tool").join(", ")
-      return { status: "partial", error: `the agent was denied permission ${denials.length} time(s): ${tools}` }
-    }
-    return { status: "success", error: null }
+    return fromResult(result, p.exitCode)
   }
   return { ...base, ...decide() }
 }

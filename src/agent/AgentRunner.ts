@@ -2,10 +2,10 @@
  * One headless agent run: `<agent> --print --output-format stream-json --verbose [--model M] -- <prompt>` in the workspace,
  * bounded in time and output, its whole process tree ended when it finishes, times out or is interrupted.
  */
-import { Effect } from "effect"
+import { Deferred, Effect } from "effect"
 import type { AgentOutcome } from "../pipeline/RunContext.js"
 import { runSubprocess } from "../process/Subprocess.js"
-import { toOutcome } from "./AgentResult.js"
+import { isResultLine, toOutcome } from "./AgentResult.js"
 
 export interface AgentInvocation {
   readonly command: string
@@ -23,6 +23,8 @@ export interface AgentInvocation {
   /** Bytes kept of stdout and of stderr each. */
   readonly outputLimitBytes: number
   readonly killGraceMs: number
+  /** How long the agent may linger after printing its result before it is ended (and the result kept). */
+  readonly resultGraceMs: number
 }
 
 /** Linux refuses a single argument longer than this (MAX_ARG_STRLEN). */
@@ -44,6 +46,14 @@ export const agentArgs = (inv: Pick<AgentInvocation, "prompt" | "model" | "flags
 export const runAgent = (inv: AgentInvocation) =>
   Effect.gen(function* () {
     const started = Date.now()
+    // A CLI that printed its result and then does not exit (a stray handle keeps it alive) has finished
+    // its work: it gets a grace period, then it is ended and its result kept, not waited on until the timeout.
+    const resultSeen = yield* Deferred.make<void>()
+    const onLine = (line: string) =>
+      Effect.zipRight(
+        isResultLine(line) ? Deferred.succeed(resultSeen, undefined) : Effect.void,
+        inv.onLine ? inv.onLine(line) : Effect.void
+      )
     const process = yield* runSubprocess({
       command: inv.command,
       args: agentArgs(inv),
@@ -52,7 +62,8 @@ export const runAgent = (inv: AgentInvocation) =>
       outputLimitBytes: inv.outputLimitBytes,
       killGraceMs: inv.killGraceMs,
       timeoutMs: inv.timeoutMs,
-      onStdoutLine: inv.onLine
+      onStdoutLine: onLine,
+      doneWhen: Deferred.await(resultSeen).pipe(Effect.zipRight(Effect.sleep(inv.resultGraceMs)))
     })
     return toOutcome({
       command: inv.command,

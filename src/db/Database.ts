@@ -2,8 +2,10 @@
  * The database connection: `DATABASE_URL` when it is set, otherwise the embedded PostgreSQL server, so that
  * a machine without a server still runs everything.
  */
+import { SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { connectionConfig, makePool } from "./Connections.js"
 import * as Embedded from "./EmbeddedPostgres.js"
 
 /** Where the database is; the queue's listener opens its own connection from it. */
@@ -48,12 +50,33 @@ export const embeddedUrlLayer = (database: string) =>
     })
   )
 
-/** A client for the given URL: no name transforms, so JSON keys and columns arrive exactly as stored. */
+/**
+ * A client for the given URL: no name transforms, so JSON keys and columns arrive exactly as stored; every
+ * connection with a deadline to connect and to answer (see Connections).
+ */
 export const clientLayer = Layer.unwrapEffect(
   Effect.gen(function* () {
     const url = yield* DatabaseUrl
     const { poolSize } = yield* databaseConfig
-    return PgClient.layer({ url, applicationName: "stageline", transformJson: false, maxConnections: poolSize })
+    const settings = yield* connectionConfig
+    return PgClient.layerFromPool({
+      acquire: Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const pool = makePool(Redacted.value(url), "stageline", poolSize, settings)
+            await pool.query("SELECT 1").catch(async (error) => {
+              await pool.end().catch(() => {})
+              throw error
+            })
+            return pool
+          },
+          catch: (cause) => new SqlError.SqlError({ cause, message: "PgClient: Failed to connect" })
+        }),
+        (pool) => Effect.promise(() => pool.end().catch(() => {})).pipe(Effect.timeoutOption(1000))
+      ),
+      applicationName: "stageline",
+      transformJson: false
+    })
   })
 )
 

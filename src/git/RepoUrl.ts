@@ -26,7 +26,9 @@ export const checkRepoUrl = (url: string): InvalidRequest | null => {
   if (/[\0\n\r]/.test(url)) {
     return new InvalidRequest({ field: "repo_url", message: "repo_url contains control characters" })
   }
-  if (/^[a-z][a-z0-9+.-]*:\/\/[^/@\s]*:[^/@\s]*@/i.test(url)) {
+  // A password anywhere, or any user name over HTTP(S), where a token passed as the user name is the usual
+  // way to embed one (`https://ghp_…@github.com/…`); `ssh://git@host/…` names an account, not a secret.
+  if (/^[a-z][a-z0-9+.-]*:\/\/[^/@\s]*:[^/@\s]*@/i.test(url) || /^https?:\/\/[^/@\s]+@/i.test(url)) {
     return new InvalidRequest({
       field: "repo_url",
       message: `repo_url "${shown}" carries credentials; remove them and give the worker GH_TOKEN or SSH_PRIVATE_KEY instead`

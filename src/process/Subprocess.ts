@@ -41,6 +41,11 @@ export interface SubprocessSpec {
   readonly timeoutMs?: number | undefined
   /** Called with each line of stdout as it arrives (lines longer than 1 MiB are cut). */
   readonly onStdoutLine?: ((line: string) => Effect.Effect<void>) | undefined
+  /**
+   * Completes when the program has said all it had to say (an agent printed its result): if it has not
+   * exited by then, its tree is ended and the run counts as finished, not timed out.
+   */
+  readonly doneWhen?: Effect.Effect<void> | undefined
 }
 
 export interface CapturedOutput {
@@ -55,6 +60,8 @@ export interface SubprocessResult {
   readonly pid: number
   /** Stopped because it ran past `timeoutMs`. */
   readonly timedOut: boolean
+  /** Stopped because it was done (see `doneWhen`) and had not exited. */
+  readonly endedWhenDone: boolean
   readonly exitCode: number | null
   readonly signal: string | null
   readonly stdout: CapturedOutput
@@ -165,12 +172,20 @@ export const runSubprocess = (spec: SubprocessSpec) =>
         Effect.map((code) => ({ exitCode: code as number | null, signal: null as string | null })),
         Effect.catchAll((cause) => Effect.succeed({ exitCode: null, signal: signalOf(cause) }))
       )
+      type Exited = { exitCode: number | null; signal: string | null }
+      const lingered = { exitCode: null, signal: null, done: true } as const
+      const untilDone: Effect.Effect<Exited | typeof lingered> =
+        spec.doneWhen === undefined ? exitOf : Effect.raceFirst(exitOf, Effect.as(spec.doneWhen, lingered))
       const finished =
-        spec.timeoutMs === undefined ? Effect.map(exitOf, Option.some) : Effect.timeoutOption(exitOf, spec.timeoutMs)
-      const exit = yield* finished
-      const timedOut = Option.isNone(exit)
-      // Out of time: end the tree now; what it printed so far stays in the accumulators.
-      if (timedOut) yield* terminateTree(child.pid, token, spec.killGraceMs)
+        spec.timeoutMs === undefined
+          ? Effect.map(untilDone, Option.some)
+          : Effect.timeoutOption(untilDone, spec.timeoutMs)
+      const ended = yield* finished
+      const timedOut = Option.isNone(ended)
+      const endedWhenDone = Option.isSome(ended) && "done" in ended.value
+      // Out of time, or done but lingering: end the tree now; what it printed stays in the accumulators.
+      if (timedOut || endedWhenDone) yield* terminateTree(child.pid, token, spec.killGraceMs)
+      const exit = Option.map(ended, ({ exitCode, signal }): Exited => ({ exitCode, signal }))
       const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(drainGraceMs), Effect.either)
       if (drained._tag === "Left") {
         return yield* new SubprocessError({
@@ -191,6 +206,7 @@ export const runSubprocess = (spec: SubprocessSpec) =>
         stdout: snapshot(out),
         stderr: snapshot(err),
         timedOut,
+        endedWhenDone,
         ...result
       } satisfies SubprocessResult
     })

@@ -92,9 +92,32 @@ export interface QueueService {
 
 const decodeRequest = Schema.decodeUnknown(ClaimedRequest)
 
-/** JSON text for a jsonb parameter; PostgreSQL's jsonb cannot hold U+0000, so it is dropped. */
+/**
+ * Text PostgreSQL accepts, from text an agent printed: text and jsonb columns cannot hold U+0000, and jsonb
+ * refuses a lone UTF-16 surrogate (what a decoder makes of bytes that were not UTF-8 stays well-formed, but
+ * JSON the agent printed may escape one), so NUL is dropped and a lone surrogate becomes U+FFFD.
+ */
+export const cleanText = (text: string): string =>
+  text.replaceAll("\0", "").replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD")
+
+const cleanNullable = (text: string | null): string | null => (text === null ? null : cleanText(text))
+
+/**
+ * JSON text for a jsonb parameter, every string and key made acceptable first (see cleanText). Cleaning the
+ * encoded text instead would also cut the six characters `\u0000` that an escaped backslash leaves in text
+ * that merely mentions it, and break the JSON.
+ */
 export const jsonParam = (value: unknown): string | null =>
-  value === undefined || value === null ? null : JSON.stringify(value).replaceAll("\\u0000", "")
+  value === undefined || value === null ? null : JSON.stringify(cleanJson(value))
+
+const cleanJson = (value: unknown): unknown => {
+  if (typeof value === "string") return cleanText(value)
+  if (typeof value !== "object" || value === null) return value
+  if (Array.isArray(value)) return value.map(cleanJson)
+  // Objects that encode themselves (a Date) are left to do so.
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return value
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [cleanText(k), cleanJson(v)]))
+}
 
 export const finalStatusOf = (status: ResultRow["status"]) =>
   status === "success" || status === "partial" ? "completed" : status === "cancelled" ? "cancelled" : "failed"
@@ -167,7 +190,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
                  claimed_by = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_by END,
                  claimed_at = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_at END,
                  finished_at = CASE WHEN n.status = 'pending' THEN NULL ELSE now() END,
-                 last_error = ${r.error},
+                 last_error = ${cleanNullable(r.error)},
                  lease_expires_at = NULL,
                  current_stage = NULL
             FROM next AS n
@@ -178,8 +201,9 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
                  (request_id, attempt, worker_id, status, output, pr_url, commit_sha, branch_name, duration_ms,
                   error, session_id, model, num_turns, cost_usd, usage)
           SELECT ${r.requestId}::uuid, ${r.attempt}::integer, ${r.workerId}::text, ${r.status}::text,
-                 ${jsonParam(r.output)}::jsonb, ${r.prUrl}::text, ${r.commitSha}::text, ${r.branchName}::text,
-                 ${Math.round(r.durationMs)}::integer, ${r.error}::text, ${r.sessionId}::text, ${r.model}::text,
+                 ${jsonParam(r.output)}::jsonb, ${cleanNullable(r.prUrl)}::text, ${cleanNullable(r.commitSha)}::text, ${cleanNullable(r.branchName)}::text,
+                 ${Math.round(r.durationMs)}::integer, ${cleanNullable(r.error)}::text, ${cleanNullable(r.sessionId)}::text,
+                 ${cleanNullable(r.model)}::text,
                  ${r.numTurns}::integer, ${r.costUsd}::numeric, ${jsonParam(r.usage)}::jsonb
             FROM updated
           ON CONFLICT (request_id, attempt) DO NOTHING

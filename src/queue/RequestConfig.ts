@@ -85,15 +85,37 @@ export class InvalidRequest extends Data.TaggedError("InvalidRequest")<{
 
 const decode = Schema.decodeUnknown(RequestConfig, { onExcessProperty: "error", errors: "all" })
 
+/** No valid config is deeper than a few levels; a deeper one is refused before the decoder prints it whole. */
+export const maxConfigDepth = 16
+
+/** Whether `value` nests objects or arrays deeper than `max` levels (counted without recursion). */
+export const nestedDeeperThan = (value: unknown, max: number): boolean => {
+  const stack: Array<[unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (typeof v !== "object" || v === null) continue
+    if (depth >= max) return true
+    for (const child of Object.values(v)) stack.push([child, depth + 1])
+  }
+  return false
+}
+
 export const decodeRequestConfig = (raw: unknown) =>
   raw === null || raw === undefined
     ? Effect.succeed<RequestConfig>({})
-    : decode(raw).pipe(
-        Effect.mapError(
-          (error) =>
-            new InvalidRequest({
-              field: "config",
-              message: `invalid request config: ${formatIssues(error, "config")}`
-            })
+    : nestedDeeperThan(raw, maxConfigDepth)
+      ? Effect.fail(
+          new InvalidRequest({
+            field: "config",
+            message: `invalid request config: nested more than ${maxConfigDepth} levels deep`
+          })
         )
-      )
+      : decode(raw).pipe(
+          Effect.mapError(
+            (error) =>
+              new InvalidRequest({
+                field: "config",
+                message: `invalid request config: ${formatIssues(error, "config")}`
+              })
+          )
+        )

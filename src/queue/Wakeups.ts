@@ -4,15 +4,20 @@
  *
  * The connection is its own `pg.Client`, not the pool's: `PgClient.listen` swallows connection errors, so
  * a dropped listener would go silent. Here a lost connection is reopened with backoff, and every fiber is
- * woken on reconnect to catch up on whatever was inserted while no one was listening.
+ * woken on reconnect to catch up on whatever was inserted while no one was listening. A connection that
+ * silently stops carrying bytes raises no error at all, so the listener also asks the server for a sign of
+ * life every few seconds, under the query deadline, and reconnects when none comes.
  */
 import { Context, Deferred, Effect, Exit, FiberId, Layer, Redacted, type Scope } from "effect"
-import pg from "pg"
+import { connectionConfig, DeadlineClient, deadlines } from "../db/Connections.js"
 import { DatabaseUrl } from "../db/Database.js"
 
 export const channel = "stageline_requests"
 /** Carries the id of a request cancelled while it runs (see sql/000002). */
 export const cancelChannel = "stageline_cancel"
+
+/** How often an idle listener checks that its connection still reaches the server. */
+const probeEveryMs = 5_000
 
 export interface WakeupSource {
   /**
@@ -29,6 +34,7 @@ export interface WakeupSource {
 export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSource>() {
   static readonly make = Effect.gen(function* () {
     const url = yield* DatabaseUrl
+    const settings = yield* connectionConfig
     let current = Deferred.unsafeMake<void>(FiberId.none)
     const cancelWatchers = new Map<string, () => void>()
     const wake = () => {
@@ -38,11 +44,17 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
     }
 
     const listenOnce = Effect.async<string>((resume) => {
-      const client = new pg.Client({ connectionString: Redacted.value(url), application_name: "stageline-listen" })
+      const client = new DeadlineClient({
+        connectionString: Redacted.value(url),
+        application_name: "stageline-listen",
+        ...deadlines(settings)
+      })
       let done = false
+      let probe: ReturnType<typeof setInterval> | undefined
       const finish = (reason: string) => {
         if (done) return
         done = true
+        clearInterval(probe)
         client.removeAllListeners("notification")
         client.end().catch(() => {})
         resume(Effect.succeed(reason))
@@ -57,7 +69,12 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
         .connect()
         .then(() => client.query(`LISTEN ${channel}; LISTEN ${cancelChannel}`))
         // Catch up: anything inserted while no one listened is claimable now.
-        .then(() => wake())
+        .then(() => {
+          wake()
+          probe = setInterval(() => {
+            client.query("SELECT 1").catch((error: Error) => finish(`no answer from the server: ${error.message}`))
+          }, probeEveryMs)
+        })
         .catch((error: Error) => finish(error.message))
       return Effect.sync(() => finish("stopped"))
     })

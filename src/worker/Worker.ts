@@ -70,6 +70,11 @@ const rescueExpiredLeases = Effect.gen(function* () {
       .rescue(config.maxAttempts, config.retryBackoffMs, config.retryOn.includes("crash"))
       .pipe(Effect.catchAll((error) => Effect.as(Effect.logWarning("could not look for expired leases", error), [])))
     yield* reapLeftovers
+    // A worker killed on this machine left its workspace behind; once its request is rescued (by any
+    // worker) or finished, the directory is nobody's, and it must not wait for the next worker start.
+    yield* reclaimAbandonedWorkspaces.pipe(
+      Effect.catchAll((error) => Effect.logWarning("could not look for abandoned workspaces", error))
+    )
     for (const r of rescued) {
       yield* Effect.logWarning(
         `request ${r.id}: worker ${r.claimed_by} stopped renewing its lease on attempt ${r.attempt}; ${

@@ -9,6 +9,7 @@ import { InvalidRequest } from "../../src/queue/RequestConfig.js"
 const proc = (stdout: string, exitCode: number | null = 0, signal: string | null = null): SubprocessResult => ({
   pid: 1,
   timedOut: false,
+  endedWhenDone: false,
   exitCode,
   signal,
   stdout: { text: stdout, bytes: stdout.length, truncated: false, lastLine: stdout.trim().split("\n").at(-1) ?? "" },
