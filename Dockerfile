@@ -67,12 +67,15 @@ ENV PATH=/home/stageline/.local/bin:$PATH \
     STAGELINE_PIPELINE=/etc/stageline/pipeline.yaml \
     STAGELINE_HTTP_PORT=8080 \
     STAGELINE_HTTP_HOST=0.0.0.0 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    STAGELINE_PARENT_DEATH_SIGNAL=false
 RUN mclaude --version && stageline --help >/dev/null
 VOLUME ["/workspace"]
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "/opt/stageline/scripts/healthcheck.mjs"]
 # tini is PID 1: it hands SIGTERM to the worker, which drains, and reaps what the agents leave behind.
+# A worker that dies ends tini and the container with every agent in it, so agents need no parent-death
+# signal here (STAGELINE_PARENT_DEATH_SIGNAL=false above); in a container it killed healthy agents.
 ENTRYPOINT ["/usr/bin/tini", "--", "stageline"]
 CMD ["run"]

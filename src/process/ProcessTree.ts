@@ -12,9 +12,9 @@ import { Effect } from "effect"
 export const markerVariable = "STAGELINE_RUN_TOKEN"
 
 /**
- * The worker a child belongs to, as `<pid>:<start time>`. An agent and what it started outlive a SIGKILLed
- * worker; the next worker on the machine finds such orphans by this mark, sees their worker is gone, and
- * ends them.
+ * The worker a child belongs to, as `<pid>:<start time>`. A child's own child outlives a SIGKILLed worker
+ * (the parent-death signal reaches only the direct child); the next worker on the machine finds such
+ * orphans by this mark, sees their worker is gone, and ends them.
  */
 export const ownerVariable = "STAGELINE_WORKER"
 

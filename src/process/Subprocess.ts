@@ -5,17 +5,17 @@
  * `@effect/platform`'s `Command` gives the child its own process group and sends SIGTERM on interruption,
  * but never follows up with SIGKILL and never looks for descendants that left the group. The finalizer
  * added here runs before Command's own: TERM, a grace period, then KILL, to the group and to every
- * process carrying this run's marker (see ProcessTree). What a SIGKILLed worker leaves running carries its
- * owner mark, and the next worker on the machine ends it.
+ * process carrying this run's marker (see ProcessTree). Where `setpriv` exists the child is also started
+ * with a parent-death signal, so a worker that is SIGKILLed takes its agents with it.
  *
- * No parent-death signal (`setpriv --pdeathsig`): Linux sends it when the *thread* that forked the child
- * exits, not the process, and in the container image Node's exiting threads had it kill healthy agents
- * within a second of their start.
+ * STAGELINE_PARENT_DEATH_SIGNAL=false turns that off. The container image does: there the signal killed
+ * healthy agents within a second of their start (Linux sends it when the *thread* that forked the child
+ * exits), and it is not needed, because the worker's death ends tini, the container, and every agent in it.
  */
 import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
 import { Command, type CommandExecutor } from "@effect/platform"
-import { Data, Effect, Fiber, Option, Stream } from "effect"
+import { Config, Data, Effect, Fiber, Option, Stream } from "effect"
 import { markerVariable, ownerMark, ownerVariable, terminateTree } from "./ProcessTree.js"
 
 const owner = ownerMark()
@@ -67,6 +67,8 @@ export interface SubprocessResult {
   readonly stdout: CapturedOutput
   readonly stderr: CapturedOutput
 }
+
+const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => process.platform === "linux" && fs.existsSync(p))
 
 const maxLine = 1024 * 1024
 
@@ -139,7 +141,15 @@ export const runSubprocess = (spec: SubprocessSpec) =>
   Effect.scoped(
     Effect.gen(function* () {
       const token = crypto.randomUUID()
-      const command = Command.make(spec.command, ...spec.args).pipe(
+      const parentDeath = yield* Config.boolean("STAGELINE_PARENT_DEATH_SIGNAL").pipe(
+        Config.withDefault(true),
+        Effect.orElseSucceed(() => true)
+      )
+      const argv =
+        setpriv && parentDeath
+          ? [setpriv, "--pdeathsig", "SIGKILL", "--", spec.command, ...spec.args]
+          : [spec.command, ...spec.args]
+      const command = Command.make(argv[0]!, ...argv.slice(1)).pipe(
         Command.workingDirectory(spec.cwd),
         Command.env({ ...spec.env, [markerVariable]: token, [ownerVariable]: owner }, { extendEnv: false }),
         // An open stdin with nothing on it makes some programs (the Claude Code CLI) wait for input.
