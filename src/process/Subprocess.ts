@@ -15,7 +15,7 @@
 import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
 import { Command, type CommandExecutor } from "@effect/platform"
-import { Config, Data, Effect, Fiber, Option, Stream } from "effect"
+import { Data, Effect, Fiber, Option, Stream } from "effect"
 import { markerVariable, ownerMark, ownerVariable, terminateTree } from "./ProcessTree.js"
 
 const owner = ownerMark()
@@ -141,10 +141,9 @@ export const runSubprocess = (spec: SubprocessSpec) =>
   Effect.scoped(
     Effect.gen(function* () {
       const token = crypto.randomUUID()
-      const parentDeath = yield* Config.boolean("STAGELINE_PARENT_DEATH_SIGNAL").pipe(
-        Config.withDefault(true),
-        Effect.orElseSucceed(() => true)
-      )
+      // Read from the process's environment: it is a property of where the worker runs, not of a pipeline
+      // (the pipeline's settings are served through a ConfigProvider of their own).
+      const parentDeath = !/^(false|0|no|off)$/i.test(process.env.STAGELINE_PARENT_DEATH_SIGNAL ?? "")
       const argv =
         setpriv && parentDeath
           ? [setpriv, "--pdeathsig", "SIGKILL", "--", spec.command, ...spec.args]
