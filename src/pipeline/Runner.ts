@@ -213,7 +213,11 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
   }).pipe(
     // Every log line of the stage says which it is; the span is the request span's child, skipped or not.
     Effect.annotateLogs({ stage: compiled.id }),
-    Effect.withSpan(`stage ${compiled.id}`, { attributes: { "stageline.stage": compiled.id } })
+    // The stage's id says where it ran; a stack trace per stage would only name the runner.
+    Effect.withSpan(`stage ${compiled.id}`, {
+      attributes: { "stageline.stage": compiled.id },
+      captureStackTrace: false
+    })
   )
 
 /**

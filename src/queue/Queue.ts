@@ -5,6 +5,7 @@
  */
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Layer, Option, Schema } from "effect"
+import * as Batcher from "../db/Batcher.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { ClaimedRequest } from "./Request.js"
 
@@ -100,15 +101,19 @@ const decodeRequest = Schema.decodeUnknown(ClaimedRequest)
 export const cleanText = (text: string): string =>
   text.replaceAll("\0", "").replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD")
 
-const cleanNullable = (text: string | null): string | null => (text === null ? null : cleanText(text))
-
 /**
  * JSON text for a jsonb parameter, every string and key made acceptable first (see cleanText). Cleaning the
  * encoded text instead would also cut the six characters `\u0000` that an escaped backslash leaves in text
  * that merely mentions it, and break the JSON.
  */
-export const jsonParam = (value: unknown): string | null =>
-  value === undefined || value === null ? null : JSON.stringify(cleanJson(value))
+export const jsonParam = (value: unknown): string | null => {
+  if (value === undefined || value === null) return null
+  const text = JSON.stringify(value)
+  // The common case has nothing to clean, and walking the value would copy all of it. JSON.stringify
+  // writes NUL as \u0000 and a lone surrogate as \udXXX, so text without either needs nothing (text that
+  // merely mentions them, "\\u0000", takes the long way, which gets it right too).
+  return /\\u0000|\\ud[89a-f]/i.test(text) ? JSON.stringify(cleanJson(value)) : text
+}
 
 const cleanJson = (value: unknown): unknown => {
   if (typeof value === "string") return cleanText(value)
@@ -122,19 +127,142 @@ const cleanJson = (value: unknown): unknown => {
 export const finalStatusOf = (status: ResultRow["status"]) =>
   status === "success" || status === "partial" ? "completed" : status === "cancelled" ? "cancelled" : "failed"
 
+/** A span's stack trace is a stack walk on every call, and on a queue call it names only this file. */
+const noStackTrace = { captureStackTrace: false } as const
+
+const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Array<[K, Array<A>]> => {
+  const groups = new Map<K, Array<A>>()
+  for (const item of items) {
+    const k = key(item)
+    const group = groups.get(k)
+    if (group) group.push(item)
+    else groups.set(k, [item])
+  }
+  return [...groups]
+}
+
+/**
+ * Records attempts in one statement, so one round trip and one commit. For each it decides the next
+ * status and writes it (a cancelled request stays cancelled; a retried one goes back to pending, unclaimed,
+ * after its backoff; any other is finished now), and writes the result row only if the request was still
+ * this worker's. When it was not, whether this attempt's row is already there tells a repeated record from
+ * a lost claim. The rows are locked in id order, so two such statements never wait on each other in a
+ * circle.
+ */
+const recordMany = (sql: SqlClient.SqlClient, calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>) => {
+  const input = calls.map(([r, retry]) => {
+    const final = finalStatusOf(r.status)
+    return {
+      request_id: r.requestId,
+      attempt: r.attempt,
+      worker_id: r.workerId,
+      status: r.status,
+      final,
+      may_retry: retry.retryable && final === "failed",
+      max_attempts: retry.maxAttempts,
+      backoff_ms: retry.backoffMs,
+      output: r.output ?? null,
+      pr_url: r.prUrl,
+      commit_sha: r.commitSha,
+      branch_name: r.branchName,
+      duration_ms: Math.round(r.durationMs),
+      error: r.error,
+      session_id: r.sessionId,
+      model: r.model,
+      num_turns: r.numTurns,
+      cost_usd: r.costUsd,
+      usage: r.usage ?? null
+    }
+  })
+  return sql<{ status: string | null; existing: boolean }>`WITH input AS (
+      SELECT i.*
+        FROM ROWS FROM (jsonb_to_recordset(${jsonParam(input)}::jsonb) AS (
+               request_id uuid, attempt integer, worker_id text, status text, final text, may_retry boolean,
+               max_attempts integer, backoff_ms double precision, output jsonb, pr_url text, commit_sha text,
+               branch_name text, duration_ms integer, error text, session_id text, model text, num_turns integer,
+               cost_usd numeric, usage jsonb))
+             WITH ORDINALITY AS i
+    ), next AS (
+      SELECT q.id,
+             CASE WHEN q.status = 'cancelled' THEN 'cancelled'
+                  WHEN i.may_retry AND q.attempts < coalesce(q.max_attempts, i.max_attempts) THEN 'pending'
+                  ELSE i.final END AS status,
+             i.backoff_ms,
+             i.error
+        FROM orchestration_requests AS q
+        JOIN input AS i ON q.id = i.request_id
+       WHERE q.claimed_by = i.worker_id AND q.status IN ('processing', 'cancelled')
+       ORDER BY q.id
+         FOR UPDATE OF q
+    ), updated AS (
+      UPDATE orchestration_requests AS q
+         SET status = n.status,
+             run_after = CASE WHEN n.status = 'pending'
+                              THEN now() + n.backoff_ms * interval '1 millisecond' * power(2, greatest(q.attempts - 1, 0))
+                              ELSE q.run_after END,
+             claimed_by = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_by END,
+             claimed_at = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_at END,
+             finished_at = CASE WHEN n.status = 'pending' THEN NULL ELSE now() END,
+             last_error = n.error,
+             lease_expires_at = NULL,
+             current_stage = NULL
+        FROM next AS n
+       WHERE q.id = n.id
+   RETURNING q.id, q.status
+    ), inserted AS (
+      INSERT INTO orchestration_results
+             (request_id, attempt, worker_id, status, output, pr_url, commit_sha, branch_name, duration_ms,
+              error, session_id, model, num_turns, cost_usd, usage)
+      SELECT i.request_id, i.attempt, i.worker_id, i.status, i.output, i.pr_url, i.commit_sha, i.branch_name,
+             i.duration_ms, i.error, i.session_id, i.model, i.num_turns, i.cost_usd, i.usage
+        FROM input AS i
+        JOIN updated AS u ON u.id = i.request_id
+       ORDER BY i.ordinality
+      ON CONFLICT (request_id, attempt) DO NOTHING
+    )
+    SELECT u.status,
+           EXISTS (SELECT 1 FROM orchestration_results AS r
+                    WHERE r.request_id = i.request_id AND r.attempt = i.attempt AND r.worker_id = i.worker_id) AS existing
+      FROM input AS i
+      LEFT JOIN updated AS u ON u.id = i.request_id
+     ORDER BY i.ordinality`.pipe(
+    Effect.map((rows) =>
+      rows.map((row): RecordOutcome => {
+        if (row.status === null) return row.existing ? "already-recorded" : "not-owner"
+        return row.status === "pending" ? "retrying" : "recorded"
+      })
+    )
+  )
+}
+
 export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>() {
   static readonly make = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
 
+    // Fibers that look for work at the same moment claim together (see Batcher): one statement names
+    // them all and hands the i-th request taken to the i-th of them.
+    const claimTogether = yield* Batcher.make({
+      maxBatch: 100,
+      run: (calls: ReadonlyArray<{ readonly workerId: string; readonly leaseMs: number }>) =>
+        Effect.forEach(
+          groupBy(calls, (c) => c.leaseMs),
+          ([leaseMs, group]) =>
+            sql`SELECT * FROM claim_next_requests(
+                ARRAY(SELECT jsonb_array_elements_text(${JSON.stringify(group.map((c) => c.workerId))}::jsonb)),
+                ${leaseMs} * interval '1 millisecond')`.pipe(
+              Effect.flatMap((rows) => Effect.forEach(rows, (row) => Effect.orDie(decodeRequest(row)))),
+              Effect.map((claimed) => new Map(claimed.map((request) => [request.claimed_by, request])))
+            )
+        ).pipe(
+          Effect.map((byLease) => {
+            const claimed = new Map(byLease.flatMap((m) => [...m]))
+            return calls.map((c) => Option.fromNullable(claimed.get(c.workerId)))
+          })
+        )
+    })
+
     const claim: QueueService["claim"] = (workerId, leaseMs) =>
-      sql`SELECT * FROM claim_next_request(${workerId}, ${leaseMs} * interval '1 millisecond')`.pipe(
-        Effect.flatMap((rows) =>
-          rows.length === 0
-            ? Effect.succeed(Option.none())
-            : decodeRequest(rows[0]).pipe(Effect.map(Option.some), Effect.orDie)
-        ),
-        Effect.withSpan("Queue.claim")
-      )
+      claimTogether({ workerId, leaseMs }).pipe(Effect.withSpan("Queue.claim", noStackTrace))
 
     const heartbeat: QueueService["heartbeat"] = (requestId, workerId, leaseMs, stage) =>
       sql<{ status: string }>`UPDATE orchestration_requests
@@ -147,12 +275,12 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Effect.map(
           (rows): LeaseState => (rows.length === 0 ? "lost" : rows[0]!.status === "cancelled" ? "cancelled" : "held")
         ),
-        Effect.withSpan("Queue.heartbeat")
+        Effect.withSpan("Queue.heartbeat", noStackTrace)
       )
 
     const rescue: QueueService["rescue"] = (maxAttempts, backoffMs, retryCrashes) =>
       sql<Rescued>`SELECT * FROM rescue_expired_leases(${maxAttempts}, ${backoffMs} * interval '1 millisecond', ${retryCrashes})`.pipe(
-        Effect.withSpan("Queue.rescue")
+        Effect.withSpan("Queue.rescue", noStackTrace)
       )
 
     const release: QueueService["release"] = (requestId, workerId) =>
@@ -163,67 +291,25 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
        RETURNING id`.pipe(
         Effect.tap((rows) => (rows.length > 0 ? sql`SELECT pg_notify('stageline_requests', 'released')` : Effect.void)),
         Effect.map((rows) => rows.length > 0),
-        Effect.withSpan("Queue.release")
+        Effect.withSpan("Queue.release", noStackTrace)
       )
 
-    const record: QueueService["record"] = (r, retry) => {
-      const final = finalStatusOf(r.status)
-      const mayRetry = retry.retryable && final === "failed"
-      // One statement, so one round trip and one commit: it decides the next status and writes it (a
-      // cancelled request stays cancelled; a retried one goes back to pending, unclaimed, after its backoff;
-      // any other is finished now), and writes the result row only if the request was still this worker's.
-      // When it was not, whether this attempt's row is already there tells a repeated record from a lost claim.
-      return sql<{ status: string | null; existing: boolean }>`WITH next AS (
-          SELECT q.id,
-                 CASE WHEN q.status = 'cancelled' THEN 'cancelled'
-                      WHEN ${mayRetry} AND q.attempts < coalesce(q.max_attempts, ${retry.maxAttempts}) THEN 'pending'
-                      ELSE ${final} END AS status
-            FROM orchestration_requests AS q
-           WHERE q.id = ${r.requestId} AND q.claimed_by = ${r.workerId} AND q.status IN ('processing', 'cancelled')
-             FOR UPDATE
-        ), updated AS (
-          UPDATE orchestration_requests AS q
-             SET status = n.status,
-                 run_after = CASE WHEN n.status = 'pending'
-                                  THEN now() + ${retry.backoffMs} * interval '1 millisecond' * power(2, greatest(q.attempts - 1, 0))
-                                  ELSE q.run_after END,
-                 claimed_by = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_by END,
-                 claimed_at = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_at END,
-                 finished_at = CASE WHEN n.status = 'pending' THEN NULL ELSE now() END,
-                 last_error = ${cleanNullable(r.error)},
-                 lease_expires_at = NULL,
-                 current_stage = NULL
-            FROM next AS n
-           WHERE q.id = n.id
-       RETURNING q.status
-        ), inserted AS (
-          INSERT INTO orchestration_results
-                 (request_id, attempt, worker_id, status, output, pr_url, commit_sha, branch_name, duration_ms,
-                  error, session_id, model, num_turns, cost_usd, usage)
-          SELECT ${r.requestId}::uuid, ${r.attempt}::integer, ${r.workerId}::text, ${r.status}::text,
-                 ${jsonParam(r.output)}::jsonb, ${cleanNullable(r.prUrl)}::text, ${cleanNullable(r.commitSha)}::text, ${cleanNullable(r.branchName)}::text,
-                 ${Math.round(r.durationMs)}::integer, ${cleanNullable(r.error)}::text, ${cleanNullable(r.sessionId)}::text,
-                 ${cleanNullable(r.model)}::text,
-                 ${r.numTurns}::integer, ${r.costUsd}::numeric, ${jsonParam(r.usage)}::jsonb
-            FROM updated
-          ON CONFLICT (request_id, attempt) DO NOTHING
-        )
-        SELECT (SELECT status FROM updated) AS status,
-               EXISTS (SELECT 1 FROM orchestration_results
-                        WHERE request_id = ${r.requestId} AND attempt = ${r.attempt} AND worker_id = ${r.workerId}) AS existing`.pipe(
-        Effect.map(([row]): RecordOutcome => {
-          if (!row || row.status === null) return row?.existing ? "already-recorded" : "not-owner"
-          return row.status === "pending" ? "retrying" : "recorded"
-        }),
+    // Attempts that end at the same moment are recorded together (see Batcher), each exactly as alone.
+    const recordTogether = yield* Batcher.make({
+      maxBatch: 100,
+      run: (calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>) => recordMany(sql, calls)
+    })
+
+    const record: QueueService["record"] = (r, retry) =>
+      recordTogether([r, retry]).pipe(
         // Counted once the statement has committed, so a failed one is not.
         Effect.tap((outcome) =>
           outcome === "recorded" || outcome === "retrying"
             ? Metrics.attemptRecorded(r, outcome === "recorded")
             : Effect.void
         ),
-        Effect.withSpan("Queue.record")
+        Effect.withSpan("Queue.record", noStackTrace)
       )
-    }
 
     const enqueue: QueueService["enqueue"] = (q) =>
       Effect.gen(function* () {
@@ -252,5 +338,5 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
     return { claim, heartbeat, rescue, release, record, enqueue, status } satisfies QueueService
   })
 
-  static readonly layer = Layer.effect(Queue, Queue.make)
+  static readonly layer = Layer.scoped(Queue, Queue.make)
 }

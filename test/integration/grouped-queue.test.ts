@@ -1,0 +1,127 @@
+/**
+ * Claims and records that many fibers make at the same moment go out together, one statement for the lot
+ * (src/db/Batcher.ts). Each call must still get exactly what it would have got alone.
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, layer } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import { Queue, type ResultRow } from "../../src/queue/Queue.js"
+import { TestDatabase } from "../support/TestDatabase.js"
+
+const resultOf = (requestId: string, workerId: string, status: ResultRow["status"], attempt = 1): ResultRow => ({
+  requestId,
+  attempt,
+  workerId,
+  status,
+  output: { stdout: `${status} from ${workerId}`, nul: "a\u0000b" },
+  prUrl: null,
+  commitSha: null,
+  branchName: null,
+  durationMs: 5,
+  error: status === "success" ? null : `${status} for ${workerId}`,
+  sessionId: null,
+  model: null,
+  numTurns: 2,
+  costUsd: 0.25,
+  usage: { input_tokens: 3 }
+})
+
+layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("grouped claims and records", (it) => {
+  it.effect("concurrent claims share one statement, and each fiber gets a request of its own or none", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const queue = yield* Queue
+      yield* sql`INSERT INTO orchestration_requests (prompt, priority)
+        SELECT 'p' || n, n FROM generate_series(1, 5) AS n`
+      const workers = Array.from({ length: 8 }, (_, i) => `w/${i + 1}`)
+      const claims = yield* Effect.forEach(workers, (w) => queue.claim(w, 60_000), { concurrency: "unbounded" })
+      const claimed = claims.flatMap((c, i) => (Option.isSome(c) ? [{ worker: workers[i]!, request: c.value }] : []))
+      expect(claimed).toHaveLength(5)
+      expect(new Set(claimed.map((c) => c.request.id)).size).toBe(5)
+      for (const c of claimed) {
+        expect(c.request.claimed_by).toBe(c.worker)
+        expect(c.request.attempts).toBe(1)
+      }
+      // Highest priority first, to the fibers in the order they asked.
+      expect(claimed.map((c) => c.request.prompt)).toEqual(["p5", "p4", "p3", "p2", "p1"])
+      const rows = yield* sql<{ claimed_by: string; claimed_at: Date; status: string }>`SELECT claimed_by, claimed_at,
+          status FROM orchestration_requests ORDER BY claimed_by`
+      expect(rows.map((r) => r.status)).toEqual(Array(5).fill("processing"))
+      // One statement claimed them all: one transaction, so one now().
+      expect(new Set(rows.map((r) => r.claimed_at.getTime())).size).toBe(1)
+      // And nothing is left for the next one.
+      expect(Option.isNone(yield* queue.claim("w/9", 60_000))).toBe(true)
+    }).pipe(Effect.provide(Queue.layer))
+  )
+
+  it.effect("concurrent records share one statement, and each gets its own outcome", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const queue = yield* Queue
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      const insert = (prompt: string, maxAttempts: number | null = null) =>
+        sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by, max_attempts)
+          VALUES (${prompt}, 'processing', 1, ${`w/${prompt}`}, ${maxAttempts}) RETURNING id`.pipe(
+          Effect.map((r) => r[0]!.id)
+        )
+      const done = yield* insert("done")
+      const again = yield* insert("again", 3)
+      const lost = yield* insert("lost")
+      const twice = yield* insert("twice")
+      const noRetry = { retryable: false, maxAttempts: 1, backoffMs: 0 }
+      // Recorded once already, as if the answer to an earlier try was lost.
+      expect(yield* queue.record(resultOf(twice, "w/twice", "success"), noRetry)).toBe("recorded")
+      const outcomes = yield* Effect.all(
+        [
+          queue.record(resultOf(done, "w/done", "success"), noRetry),
+          queue.record(resultOf(again, "w/again", "error"), { retryable: true, maxAttempts: 1, backoffMs: 60_000 }),
+          queue.record(resultOf(lost, "w/somebody-else", "success"), noRetry),
+          queue.record(resultOf(twice, "w/twice", "success"), noRetry)
+        ],
+        { concurrency: "unbounded" }
+      )
+      expect(outcomes).toEqual(["recorded", "retrying", "not-owner", "already-recorded"])
+      const requests = yield* sql<{
+        prompt: string
+        status: string
+        claimed_by: string | null
+        last_error: string | null
+        later: boolean
+      }>`SELECT prompt, status, claimed_by, last_error, run_after > now() + interval '50 seconds' AS later
+          FROM orchestration_requests ORDER BY prompt`
+      expect(requests).toEqual([
+        // The request's own max_attempts (3) beats the policy's (1); the backoff holds it back.
+        { prompt: "again", status: "pending", claimed_by: null, last_error: "error for w/again", later: true },
+        { prompt: "done", status: "completed", claimed_by: "w/done", last_error: null, later: false },
+        { prompt: "lost", status: "processing", claimed_by: "w/lost", last_error: null, later: false },
+        { prompt: "twice", status: "completed", claimed_by: "w/twice", last_error: null, later: false }
+      ])
+      const results = yield* sql<{
+        request_id: string
+        status: string
+        worker_id: string
+        output: { stdout: string; nul: string }
+        num_turns: number
+        cost_usd: string
+        usage: unknown
+        created_at: Date
+      }>`SELECT request_id, status, worker_id, output, num_turns, cost_usd, usage, created_at
+          FROM orchestration_results ORDER BY worker_id`
+      expect(results.map((r) => [r.request_id, r.status, r.worker_id])).toEqual([
+        [again, "error", "w/again"],
+        [done, "success", "w/done"],
+        [twice, "success", "w/twice"]
+      ])
+      // Every column arrives as it would alone, text cleaned as always (PostgreSQL holds no NUL).
+      expect(results[0]).toMatchObject({
+        output: { stdout: "error from w/again", nul: "ab" },
+        num_turns: 2,
+        cost_usd: "0.250000",
+        usage: { input_tokens: 3 }
+      })
+      // The two written in the batch were written by one statement.
+      expect(results[0]!.created_at.getTime()).toBe(results[1]!.created_at.getTime())
+      expect(results[2]!.created_at.getTime()).not.toBe(results[0]!.created_at.getTime())
+    }).pipe(Effect.provide(Queue.layer))
+  )
+})
