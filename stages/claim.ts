@@ -6,13 +6,39 @@
  * The claim and the release that undoes it on interruption are registered together, uninterruptibly: a
  * request claimed here is either handed to the next stages or put back to pending, never left stranded.
  */
-import { Deferred, Effect, Exit, Option, Schema } from "effect"
+import { Effect, Exit, Option, Schema } from "effect"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { keepLease } from "../src/queue/Lease.js"
 import { Queue } from "../src/queue/Queue.js"
-import { Wakeups } from "../src/queue/Wakeups.js"
-import { Lifecycle, WorkerStopping } from "../src/worker/Lifecycle.js"
+import { type WakeupSource, Wakeups } from "../src/queue/Wakeups.js"
+import { Lifecycle, type LifecycleState, onDrain, WorkerStopping } from "../src/worker/Lifecycle.js"
+
+/**
+ * Until a wake-up (since `ticket`), the poll interval, or the shutdown, whichever comes first: callbacks
+ * and a timer, where a race of three effects would fork three fibers for every wait.
+ */
+const waitForWork = (wakeups: WakeupSource, ticket: number, lifecycle: LifecycleState, pollIntervalMs: number) =>
+  Effect.async<void>((resume) => {
+    let done = false
+    const stops: Array<() => void> = []
+    const wake = () => {
+      if (done) return
+      done = true
+      for (const stop of stops) stop()
+      resume(Effect.void)
+    }
+    const timer = setTimeout(wake, pollIntervalMs)
+    stops.push(() => clearTimeout(timer))
+    stops.push(wakeups.onWake(ticket, wake))
+    stops.push(onDrain(lifecycle, wake))
+    // A wake-up that came before the listeners were all in place has already ended the wait.
+    if (done) for (const stop of stops) stop()
+    return Effect.sync(() => {
+      done = true
+      for (const stop of stops) stop()
+    })
+  })
 
 export default Stage.make({
   name: "claim",
@@ -33,7 +59,7 @@ export default Stage.make({
           return yield* new WorkerStopping({ reason: "draining", message: "the worker is shutting down" })
         }
         // Taken before the claim, so a notification arriving during it is not missed.
-        const signal = yield* wakeups.signal
+        const ticket = yield* wakeups.ticket
         const claimed = yield* Effect.uninterruptible(
           queue.claim(workerId, leaseMs).pipe(
             Effect.tap((request) =>
@@ -67,7 +93,7 @@ export default Stage.make({
         if (lifecycle.once) {
           return yield* new WorkerStopping({ reason: "queue-empty", message: "no pending requests left" })
         }
-        yield* Effect.raceAll([signal, Effect.sleep(pollIntervalMs), Deferred.await(lifecycle.draining)])
+        yield* waitForWork(wakeups, ticket, lifecycle, pollIntervalMs)
       }
     })
 })

@@ -6,12 +6,13 @@
  * All stages of one run share one Scope, closed when the run ends however it ends: what a stage opens for
  * the request (its workspace) lives until then; what it opens for itself it scopes itself.
  */
-import { Data, Deferred, Duration, Effect, Either, Schedule } from "effect"
+import { Data, Deferred, Duration, Effect, Either, Fiber, Schedule } from "effect"
 import * as Metrics from "../metrics/Metrics.js"
 import type { ClaimedRequest } from "../queue/Request.js"
 import * as RequestSpan from "../tracing/RequestSpan.js"
 import { WorkerStopping } from "../worker/Lifecycle.js"
 import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
+import { onAbort } from "./RunAbort.js"
 import type { RunInfo, StageFailure, StageReport } from "./RunContext.js"
 import { emit } from "./RunObserver.js"
 import { describeWhen, holds } from "./When.js"
@@ -66,7 +67,59 @@ const schedule = (retry: NonNullable<CompiledStage["retry"]>) => {
 const named = (compiled: CompiledStage) =>
   compiled.origin.startsWith("plugin ") ? `stage "${compiled.id}" (${compiled.origin})` : `stage "${compiled.id}"`
 
-const attemptStage = (compiled: CompiledStage, ctx: Record<string, unknown>, counter: { attempts: number }) => {
+/**
+ * Runs `effect` in a fiber of its own, so that its timeout or the run's abort can stop it while the run
+ * goes on: one fork, and plain callbacks for the ways the wait ends. (Effect's timeout and race fork two
+ * fibers each, which for a stage that does little was most of what the stage cost.) Whatever ends the
+ * wait, the fiber has ended, its finalizers run, before this returns.
+ */
+const guarded = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  options: {
+    readonly timeout: { readonly ms: number; readonly error: () => StageTimeout } | null
+    readonly abort: RunInfo | null
+  }
+): Effect.Effect<A, E | StageTimeout | RunAborted, R> =>
+  Effect.flatMap(Effect.fork(effect), (fiber) =>
+    Effect.async<A, E | StageTimeout | RunAborted>((resume) => {
+      let settled = false
+      let timer: ReturnType<typeof setTimeout> | undefined
+      let stopListening = () => {}
+      const settle = (outcome: Effect.Effect<A, E | StageTimeout | RunAborted>) => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        stopListening()
+        resume(outcome)
+      }
+      const stop = (error: StageTimeout | RunAborted) =>
+        settle(Effect.zipRight(Fiber.interrupt(fiber), Effect.fail(error)))
+      fiber.addObserver((exit) => settle(exit))
+      if (options.timeout) {
+        const { ms, error } = options.timeout
+        timer = setTimeout(() => stop(error()), ms)
+      }
+      if (options.abort) stopListening = onAbort(options.abort, (failure) => stop(new RunAborted({ failure })))
+      // The run itself is being interrupted (a shutdown): the stage goes with it.
+      return Effect.suspend(() => {
+        settled = true
+        clearTimeout(timer)
+        stopListening()
+        return Fiber.interrupt(fiber)
+      })
+    })
+  )
+
+/**
+ * The stage's attempts, each within the stage's timeout, retried as its `retry` says; stopped by the run's
+ * abort unless the stage runs after failures (`abort` null then).
+ */
+const attemptStage = (
+  compiled: CompiledStage,
+  ctx: Record<string, unknown>,
+  counter: { attempts: number },
+  abort: RunInfo | null
+) => {
   const { stage, id } = compiled
   const once = Effect.suspend(() => {
     counter.attempts++
@@ -92,26 +145,32 @@ const attemptStage = (compiled: CompiledStage, ctx: Record<string, unknown>, cou
           )
     })
   )
-  const limited =
+  const timeout =
     compiled.timeoutMs === null
-      ? once
-      : Effect.timeoutFail(once, {
-          duration: Duration.millis(compiled.timeoutMs),
-          onTimeout: () =>
+      ? null
+      : {
+          ms: compiled.timeoutMs,
+          error: () =>
             new StageTimeout({
               stage: id,
               message: `${named(compiled)} did not finish within ${compiled.timeoutMs} ms`
             })
-        })
+        }
   const retry = compiled.retry
-  if (retry === null || retry.times === 0) return limited
-  return Effect.retry(limited, {
+  if (retry === null || retry.times === 0) {
+    // One attempt: one guard for both its timeout and the abort (none at all when neither applies).
+    return timeout === null && abort === null ? once : guarded(once, { timeout, abort })
+  }
+  const limited = timeout === null ? once : guarded(once, { timeout, abort: null })
+  const attempts = Effect.retry(limited, {
     schedule: schedule(retry),
     while: (error) => {
       const tag = tagOf(error)
       return !neverRetried.has(tag) && (retry.retry_on === undefined || retry.retry_on.includes(tag))
     }
   })
+  // The abort stops the backoff between attempts too.
+  return abort === null ? attempts : guarded(attempts, { timeout: null, abort })
 }
 
 const fail = (error: unknown): RunOutcome =>
@@ -173,15 +232,8 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     run.currentStage = compiled.id
     const counter = { attempts: 0 }
     const started = Date.now()
-    const attempts = attemptStage(compiled, ctx, counter)
     // Stages that run after failures run to the end; the others stop when the run is aborted.
-    const abortable = compiled.runsAfterFailure
-      ? attempts
-      : Effect.raceFirst(
-          attempts,
-          Effect.flatMap(Deferred.await(run.abort), (failure) => Effect.fail(new RunAborted({ failure })))
-        )
-    const result = yield* Effect.either(abortable)
+    const result = yield* Effect.either(attemptStage(compiled, ctx, counter, compiled.runsAfterFailure ? null : run))
     const durationMs = Date.now() - started
     if (Either.isRight(result)) {
       Object.assign(ctx, result.right)
@@ -242,7 +294,7 @@ export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
       const counter = { attempts: 0 }
       // Waiting for work is not traced: an idle fiber's polls and its lease's heartbeats (forked here)
       // would each be a trace of their own every few seconds.
-      const claimed = yield* attemptStage(claim, ctx, counter).pipe(
+      const claimed = yield* attemptStage(claim, ctx, counter, null).pipe(
         Effect.either,
         Effect.annotateLogs({ stage: claim.id }),
         Effect.withTracerEnabled(false)

@@ -8,8 +8,9 @@
  * lease has passed since the last renewal the database confirmed, it must assume another worker is about
  * to take the request over, and stops its own run first, so the two never run the request at once.
  */
-import { Deferred, Effect, Exit } from "effect"
+import { Deferred, Effect } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
+import { abortRun } from "../pipeline/RunAbort.js"
 import type { RunInfo, StageFailure } from "../pipeline/RunContext.js"
 import { Queue } from "./Queue.js"
 import type { ClaimedRequest } from "./Request.js"
@@ -28,11 +29,10 @@ export const keepLease = (request: ClaimedRequest, run: RunInfo) =>
     const queue = yield* Queue
     const wakeups = yield* Wakeups
     const { leaseMs } = yield* WorkerConfig
-    const cancel = () =>
-      Deferred.unsafeDone(run.abort, Exit.succeed(aborted(run, "Cancelled", "cancelled", "the request was cancelled")))
+    const cancel = () => abortRun(run, aborted(run, "Cancelled", "cancelled", "the request was cancelled"))
     yield* wakeups.watchCancel(request.id, cancel)
 
-    const lost = (message: string) => Deferred.succeed(run.abort, aborted(run, "LeaseLost", "error", message))
+    const lost = (message: string) => Effect.sync(() => abortRun(run, aborted(run, "LeaseLost", "error", message)))
     // The claim itself renewed the lease just now; each renewal is timed from when it was sent.
     let renewedAt = Date.now()
     const giveUpAfter = Math.floor((leaseMs * 4) / 5)

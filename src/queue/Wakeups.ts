@@ -25,6 +25,13 @@ export interface WakeupSource {
    * between is not lost, because it completes the very signal taken.
    */
   readonly signal: Effect.Effect<Effect.Effect<void>>
+  /**
+   * The same as a callback, for a wait that needs no fiber of its own: take a ticket before looking for
+   * work; `onWake(ticket, f)` calls `f` at the next wake-up, or at once if one came since the ticket.
+   * Returns how to stop listening.
+   */
+  readonly ticket: Effect.Effect<number>
+  readonly onWake: (ticket: number, wake: () => void) => () => void
   /** Wakes every waiting fiber (used on reconnect, and by tests). */
   readonly wakeAll: Effect.Effect<void>
   /** Calls `onCancel` when `requestId` is cancelled, for as long as the scope lasts. */
@@ -36,11 +43,17 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
     const url = yield* DatabaseUrl
     const settings = yield* connectionConfig
     let current = Deferred.unsafeMake<void>(FiberId.none)
+    let generation = 0
+    let listeners = new Set<() => void>()
     const cancelWatchers = new Map<string, () => void>()
     const wake = () => {
       const fired = current
       current = Deferred.unsafeMake<void>(FiberId.none)
+      generation++
+      const woken = listeners
+      listeners = new Set()
       Deferred.unsafeDone(fired, Exit.void)
+      for (const listener of woken) listener()
     }
 
     const listenOnce = Effect.async<string>((resume) => {
@@ -95,6 +108,18 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
 
     return {
       signal: Effect.sync(() => Deferred.await(current)),
+      ticket: Effect.sync(() => generation),
+      onWake: (ticket, listener) => {
+        if (ticket !== generation) {
+          listener()
+          return () => {}
+        }
+        const waiting = listeners
+        waiting.add(listener)
+        return () => {
+          waiting.delete(listener)
+        }
+      },
       wakeAll: Effect.sync(wake),
       watchCancel: (requestId, onCancel) =>
         Effect.acquireRelease(

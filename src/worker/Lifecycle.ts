@@ -1,8 +1,9 @@
 /**
  * Whether this worker process is still taking work. The claim stage asks before every claim and waits on
- * `draining` while idle, so a shutdown stops claiming at once and never abandons a row it just claimed.
+ * for the shutdown while idle, so a shutdown stops claiming at once and never abandons a row it just
+ * claimed. The shutdown starts through `Lifecycle.drain`, which also wakes the fibers waiting for work.
  */
-import { Context, Data, Deferred, Effect, Layer, Ref } from "effect"
+import { Context, Data, Deferred, Effect, Exit, Layer, Ref } from "effect"
 
 /** The claim stage's way of saying "no more requests for this fiber": not a failure of any request. */
 export class WorkerStopping extends Data.TaggedError("WorkerStopping")<{
@@ -35,5 +36,37 @@ export class Lifecycle extends Context.Tag("stageline/Lifecycle")<Lifecycle, Lif
 
   static readonly isDraining = Effect.flatMap(Lifecycle, (l) => Deferred.isDone(l.draining))
 
-  static readonly drain = Effect.flatMap(Lifecycle, (l) => Deferred.succeed(l.draining, undefined))
+  /** Starts the shutdown: `draining` completes, and every fiber waiting for work hears at once. */
+  static readonly drain = Effect.flatMap(Lifecycle, (l) =>
+    Effect.sync(() => {
+      drained.add(l)
+      Deferred.unsafeDone(l.draining, Exit.void)
+      const waiting = drainListeners.get(l)
+      drainListeners.delete(l)
+      for (const listener of waiting ?? []) listener()
+    })
+  )
+}
+
+const drained = new WeakSet<LifecycleState>()
+const drainListeners = new WeakMap<LifecycleState, Set<() => void>>()
+
+/**
+ * Calls `listener` when the shutdown starts (through `Lifecycle.drain`), at once if it has; returns how
+ * to stop listening. For a wait that needs no fiber of its own.
+ */
+export const onDrain = (lifecycle: LifecycleState, listener: () => void): (() => void) => {
+  if (drained.has(lifecycle)) {
+    listener()
+    return () => {}
+  }
+  let set = drainListeners.get(lifecycle)
+  if (!set) {
+    set = new Set()
+    drainListeners.set(lifecycle, set)
+  }
+  set.add(listener)
+  return () => {
+    set.delete(listener)
+  }
 }

@@ -114,7 +114,7 @@ export const run = (pipeline: CompiledPipeline) =>
     // Runs as the interruption finalizer of this fiber, so it is uninterruptible; fibers it forked would be
     // too (a race's loser could never be stopped), so the three ways the wait ends are plain callbacks.
     const drain = Effect.gen(function* () {
-      yield* Deferred.succeed(lifecycle.draining, undefined)
+      yield* Lifecycle.drain
       yield* Effect.logInfo(
         `shutting down: no new requests; in-flight ones have ${config.shutdownGraceMs} ms to finish (signal again to stop now)`
       )
