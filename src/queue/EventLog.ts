@@ -2,10 +2,11 @@
  * The run observer that writes progress into `orchestration_events`. Writing an event never fails a run,
  * nor waits on the database: an event is queued in memory with the time it happened, and one writer fiber
  * inserts what queued up over the next `flushDelayMs` in one statement. A commit is the dearest part of a
- * write (it waits for the disk), so a worker's events cost at most twenty commits a second however many
- * requests it runs, instead of one commit per event on each request's path; `stageline logs --follow`
- * polls four times a second, so it still sees them live. A batch that cannot be written is logged and
- * dropped; what is queued when the worker stops is written before it exits.
+ * write, so a worker's events cost at most twenty commits a second however many requests it runs, instead
+ * of one commit per event on each request's path; and those commits do not wait for the disk (see
+ * insert_events in sql/000006), so the claims' and records' commits never queue behind them.
+ * `stageline logs --follow` polls four times a second, so it still sees events live. A batch that cannot
+ * be written is logged and dropped; what is queued when the worker stops is written before it exits.
  */
 import { SqlClient } from "@effect/sql"
 import { Deferred, Effect, Exit, Fiber, FiberId, Layer } from "effect"
@@ -54,12 +55,8 @@ export const make = Effect.gen(function* () {
   let wake = Deferred.unsafeMake<void>(FiberId.none)
 
   const write = (batch: ReadonlyArray<EventRow>) =>
-    sql`INSERT INTO orchestration_events (request_id, attempt, at, kind, stage, message, data)
-        SELECT e.request_id, e.attempt, e.at, e.kind, e.stage, e.message, e.data
-          FROM ROWS FROM (jsonb_to_recordset(${jsonParam(batch)}::jsonb)
-                 AS (request_id uuid, attempt integer, at timestamptz, kind text, stage text, message text, data jsonb))
-               WITH ORDINALITY AS e
-         ORDER BY e.ordinality`.pipe(
+    // insert_events (sql/000006) does not wait for the disk: see there why that is right for progress.
+    sql`SELECT insert_events(${jsonParam(batch)}::jsonb)`.pipe(
       Effect.asVoid,
       Effect.catchAll((error) => Effect.logWarning(`could not record ${batch.length} event(s)`, error))
     )

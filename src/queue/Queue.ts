@@ -142,12 +142,9 @@ const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Array<[K, Arr
 }
 
 /**
- * Records attempts in one statement, so one round trip and one commit. For each it decides the next
- * status and writes it (a cancelled request stays cancelled; a retried one goes back to pending, unclaimed,
- * after its backoff; any other is finished now), and writes the result row only if the request was still
- * this worker's. When it was not, whether this attempt's row is already there tells a repeated record from
- * a lost claim. The rows are locked in id order, so two such statements never wait on each other in a
- * circle.
+ * Records attempts in one statement, so one round trip and one commit (record_attempts, sql/000006: for
+ * each attempt it decides the next status and writes it with the result row, only while the request is
+ * still this worker's, exactly as one attempt alone was recorded before).
  */
 const recordMany = (sql: SqlClient.SqlClient, calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>) => {
   const input = calls.map(([r, retry]) => {
@@ -174,58 +171,10 @@ const recordMany = (sql: SqlClient.SqlClient, calls: ReadonlyArray<readonly [Res
       usage: r.usage ?? null
     }
   })
-  return sql<{ status: string | null; existing: boolean }>`WITH input AS (
-      SELECT i.*
-        FROM ROWS FROM (jsonb_to_recordset(${jsonParam(input)}::jsonb) AS (
-               request_id uuid, attempt integer, worker_id text, status text, final text, may_retry boolean,
-               max_attempts integer, backoff_ms double precision, output jsonb, pr_url text, commit_sha text,
-               branch_name text, duration_ms integer, error text, session_id text, model text, num_turns integer,
-               cost_usd numeric, usage jsonb))
-             WITH ORDINALITY AS i
-    ), next AS (
-      SELECT q.id,
-             CASE WHEN q.status = 'cancelled' THEN 'cancelled'
-                  WHEN i.may_retry AND q.attempts < coalesce(q.max_attempts, i.max_attempts) THEN 'pending'
-                  ELSE i.final END AS status,
-             i.backoff_ms,
-             i.error
-        FROM orchestration_requests AS q
-        JOIN input AS i ON q.id = i.request_id
-       WHERE q.claimed_by = i.worker_id AND q.status IN ('processing', 'cancelled')
-       ORDER BY q.id
-         FOR UPDATE OF q
-    ), updated AS (
-      UPDATE orchestration_requests AS q
-         SET status = n.status,
-             run_after = CASE WHEN n.status = 'pending'
-                              THEN now() + n.backoff_ms * interval '1 millisecond' * power(2, greatest(q.attempts - 1, 0))
-                              ELSE q.run_after END,
-             claimed_by = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_by END,
-             claimed_at = CASE WHEN n.status = 'pending' THEN NULL ELSE q.claimed_at END,
-             finished_at = CASE WHEN n.status = 'pending' THEN NULL ELSE now() END,
-             last_error = n.error,
-             lease_expires_at = NULL,
-             current_stage = NULL
-        FROM next AS n
-       WHERE q.id = n.id
-   RETURNING q.id, q.status
-    ), inserted AS (
-      INSERT INTO orchestration_results
-             (request_id, attempt, worker_id, status, output, pr_url, commit_sha, branch_name, duration_ms,
-              error, session_id, model, num_turns, cost_usd, usage)
-      SELECT i.request_id, i.attempt, i.worker_id, i.status, i.output, i.pr_url, i.commit_sha, i.branch_name,
-             i.duration_ms, i.error, i.session_id, i.model, i.num_turns, i.cost_usd, i.usage
-        FROM input AS i
-        JOIN updated AS u ON u.id = i.request_id
-       ORDER BY i.ordinality
-      ON CONFLICT (request_id, attempt) DO NOTHING
-    )
-    SELECT u.status,
-           EXISTS (SELECT 1 FROM orchestration_results AS r
-                    WHERE r.request_id = i.request_id AND r.attempt = i.attempt AND r.worker_id = i.worker_id) AS existing
-      FROM input AS i
-      LEFT JOIN updated AS u ON u.id = i.request_id
-     ORDER BY i.ordinality`.pipe(
+  return sql<{
+    status: string | null
+    existing: boolean
+  }>`SELECT * FROM record_attempts(${jsonParam(input)}::jsonb)`.pipe(
     Effect.map((rows) =>
       rows.map((row): RecordOutcome => {
         if (row.status === null) return row.existing ? "already-recorded" : "not-owner"
