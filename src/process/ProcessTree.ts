@@ -69,6 +69,39 @@ export const reapOrphans = (): number => {
 
 const procAvailable = process.platform === "linux" && fs.existsSync("/proc/self/environ")
 
+/**
+ * A /proc file's contents, read into a buffer reused from call to call (a view of it, valid until the
+ * next call), or null when the process is gone or not ours to read. A scan reads one file per process on
+ * the machine after every run, so it allocates nothing per file and skips the `fstat` that `readFileSync`
+ * makes (useless here: /proc reports every size as 0).
+ */
+let scratch = Buffer.allocUnsafe(64 * 1024)
+const readProcFile = (file: string): Buffer | null => {
+  let fd: number
+  try {
+    fd = fs.openSync(file, "r")
+  } catch {
+    return null
+  }
+  try {
+    let length = 0
+    while (true) {
+      if (length === scratch.length) {
+        const bigger = Buffer.allocUnsafe(scratch.length * 2)
+        scratch.copy(bigger, 0, 0, length)
+        scratch = bigger
+      }
+      const read = fs.readSync(fd, scratch, length, scratch.length - length, null)
+      if (read === 0) return scratch.subarray(0, length)
+      length += read
+    }
+  } catch {
+    return null
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 /** The processes whose environment carries `markerVariable=token`. Empty where /proc is not available. */
 export const findMarked = (token: string): Array<number> => {
   if (!procAvailable) return []
@@ -83,12 +116,8 @@ export const findMarked = (token: string): Array<number> => {
   for (const entry of entries) {
     const pid = Number(entry)
     if (!Number.isInteger(pid) || pid === process.pid) continue
-    try {
-      const environ = fs.readFileSync(`/proc/${pid}/environ`)
-      if (environ.includes(needle) && !isZombie(pid)) found.push(pid)
-    } catch {
-      // gone already, or not ours to read
-    }
+    const environ = readProcFile(`/proc/${pid}/environ`)
+    if (environ?.includes(needle) && !isZombie(pid)) found.push(pid)
   }
   return found
 }
@@ -97,32 +126,28 @@ const isZombie = (pid: number): boolean => (statFields(pid)?.[0] ?? "Z") === "Z"
 
 /** Fields of /proc/<pid>/stat after the command name: state is [0], the process group [2]. */
 const statFields = (pid: number): Array<string> | null => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  } catch {
-    return null
-  }
+  const stat = readProcFile(`/proc/${pid}/stat`)?.toString("utf8")
+  return stat === undefined ? null : stat.slice(stat.lastIndexOf(")") + 2).split(" ")
 }
 
 /**
  * Whether any live process is in the group. A zombie does not count: it is dead, only not yet reaped
- * (and one reparented to a PID 1 that never reaps would otherwise look alive forever).
+ * (and one reparented to a PID 1 that never reaps would otherwise look alive forever). The kernel answers
+ * "no member at all" (ESRCH) without a look at /proc, which is the usual case once a program has exited;
+ * only a group that still has members is looked at process by process, to leave the zombies out.
  */
 const groupAlive = (pgid: number): boolean => {
-  if (procAvailable) {
-    for (const entry of fs.readdirSync("/proc")) {
-      const fields = /^\d+$/.test(entry) ? statFields(Number(entry)) : null
-      if (fields && Number(fields[2]) === pgid && fields[0] !== "Z") return true
-    }
-    return false
-  }
   try {
     process.kill(-pgid, 0)
-    return true
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM"
+    if ((error as NodeJS.ErrnoException).code !== "EPERM") return false
   }
+  if (!procAvailable) return true
+  for (const entry of fs.readdirSync("/proc")) {
+    const fields = /^\d+$/.test(entry) ? statFields(Number(entry)) : null
+    if (fields && Number(fields[2]) === pgid && fields[0] !== "Z") return true
+  }
+  return false
 }
 
 const signalAll = (pgid: number, token: string, signal: NodeJS.Signals) => {
