@@ -16,7 +16,7 @@ import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
 import { Command, type CommandExecutor } from "@effect/platform"
 import { Data, Effect, Fiber, Option, Stream } from "effect"
-import { markerVariable, ownerMark, ownerVariable, terminateTree } from "./ProcessTree.js"
+import { markerVariable, ownerMark, ownerVariable, spawnPoint, terminateTree } from "./ProcessTree.js"
 
 const owner = ownerMark()
 
@@ -154,6 +154,8 @@ export const runSubprocess = (spec: SubprocessSpec) =>
         // An open stdin with nothing on it makes some programs (the Claude Code CLI) wait for input.
         Command.feed("")
       )
+      // Taken before the start, so that whatever the child starts comes after it (see ProcessTree).
+      const point = spawnPoint()
       const child = yield* Command.start(command).pipe(
         Effect.mapError(
           (cause) =>
@@ -165,7 +167,7 @@ export const runSubprocess = (spec: SubprocessSpec) =>
             })
         )
       )
-      yield* Effect.addFinalizer(() => terminateTree(child.pid, token, spec.killGraceMs))
+      yield* Effect.addFinalizer(() => terminateTree(child.pid, token, spec.killGraceMs, point))
       const out = accumulator()
       const err = accumulator()
       const readers = yield* Effect.fork(
@@ -193,7 +195,7 @@ export const runSubprocess = (spec: SubprocessSpec) =>
       const timedOut = Option.isNone(ended)
       const endedWhenDone = Option.isSome(ended) && "done" in ended.value
       // Out of time, or done but lingering: end the tree now; what it printed stays in the accumulators.
-      if (timedOut || endedWhenDone) yield* terminateTree(child.pid, token, spec.killGraceMs)
+      if (timedOut || endedWhenDone) yield* terminateTree(child.pid, token, spec.killGraceMs, point)
       const exit = Option.map(ended, ({ exitCode, signal }): Exited => ({ exitCode, signal }))
       const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(drainGraceMs), Effect.either)
       if (drained._tag === "Left") {
@@ -206,7 +208,7 @@ export const runSubprocess = (spec: SubprocessSpec) =>
       }
       if (Option.isNone(drained.right)) {
         // Something the program started still holds its output open: the program is done, so end it.
-        yield* terminateTree(child.pid, token, spec.killGraceMs)
+        yield* terminateTree(child.pid, token, spec.killGraceMs, point)
         yield* Fiber.interrupt(readers)
       }
       const result = Option.getOrElse(exit, () => ({ exitCode: null, signal: null }))
