@@ -40,6 +40,20 @@ const writeAtomically = (file: string, content: Uint8Array | string) =>
     catch: io(`cannot write ${file}`)
   })
 
+/**
+ * Writes like writeAtomically, unless the file already holds exactly this content: the same domain files
+ * are overlaid on every request, and a read is cheaper than a write and a rename (and leaves the file alone
+ * for the agents reading it).
+ */
+const writeIfChanged = (file: string, content: Uint8Array | string) =>
+  Effect.flatMap(
+    Effect.promise(() => fs.readFile(file).catch(() => null)),
+    (current) =>
+      current?.equals(typeof content === "string" ? Buffer.from(content) : content)
+        ? Effect.void
+        : writeAtomically(file, content)
+  )
+
 /** What writeAtomically and installSkill leave while they write: never read as content. */
 const isStaging = (name: string) => name.endsWith(".tmp")
 
@@ -119,7 +133,7 @@ const writeDomains = (skillDir: string, domains: ReadonlyArray<{ name: string; c
         message: `${domainsDir} is a link leading out of the skill (to ${realDomains}); refusing to write into it`
       })
     }
-    yield* Effect.forEach(domains, (d) => writeAtomically(path.join(domainsDir, d.name), d.content), { discard: true })
+    yield* Effect.forEach(domains, (d) => writeIfChanged(path.join(domainsDir, d.name), d.content), { discard: true })
   })
 
 /**
@@ -221,7 +235,7 @@ export default Stage.make({
           try: () => fs.readFile(file),
           catch: io(`cannot read skill_md ${file}`)
         })
-        yield* writeAtomically(path.join(sharedSkillDir, "SKILL.md"), content)
+        yield* writeIfChanged(path.join(sharedSkillDir, "SKILL.md"), content)
       }
       const pipelineDomains = yield* Effect.forEach(options.domains, (entry) => resolveDomain(entry, location.dir))
       yield* writeDomains(sharedSkillDir, pipelineDomains)

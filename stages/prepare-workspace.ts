@@ -16,6 +16,17 @@ import * as Stage from "../src/pipeline/Stage.js"
 const removeQuietly = (dir: string) =>
   Effect.promise(() => fs.rm(dir, { recursive: true, force: true }).catch(() => {}))
 
+/**
+ * An empty directory at `dir`: made at once in the usual case (one call); what a crashed earlier run of the
+ * same attempt left there is removed first.
+ */
+const freshDir = async (dir: string, mode?: number) => {
+  // mkdir -p names what it made, and nothing when the directory was there already.
+  if ((await fs.mkdir(dir, { recursive: true, mode }).catch(() => undefined)) !== undefined) return
+  await fs.rm(dir, { recursive: true, force: true })
+  await fs.mkdir(dir, { recursive: true, mode })
+}
+
 export default Stage.make({
   name: "prepare-workspace",
   description: "Makes the request's workspace: a clone of repo_url at branch, or an empty directory.",
@@ -48,20 +59,17 @@ export default Stage.make({
 
       yield* Effect.acquireRelease(
         Effect.tryPromise({
-          try: async () => {
-            // A directory of the same name is what a crashed earlier run of this attempt left.
-            await fs.rm(dir, { recursive: true, force: true })
-            await fs.rm(tmpDir, { recursive: true, force: true })
-            await fs.mkdir(dir, { recursive: true })
-            await fs.mkdir(tmpDir, { recursive: true, mode: 0o700 })
-          },
+          try: () => Promise.all([freshDir(dir), freshDir(tmpDir, 0o700)]),
           catch: (cause) =>
             new GitError({ operation: "mkdir", message: `cannot create the workspace ${dir}: ${cause}`, cause })
         }),
         () =>
-          Effect.zipRight(
-            removeQuietly(tmpDir),
-            cleanupAfterComplete ? removeQuietly(dir) : Effect.logInfo(`workspace kept at ${dir}`)
+          Effect.all(
+            [
+              removeQuietly(tmpDir),
+              cleanupAfterComplete ? removeQuietly(dir) : Effect.logInfo(`workspace kept at ${dir}`)
+            ],
+            { concurrency: 2, discard: true }
           )
       )
 

@@ -130,6 +130,24 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })(
       })
     )
 
+    it.effect("empties a workspace of the same name that an earlier run of the attempt left", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const pipeline = writePipeline()
+        const base = tempDir("stale")
+        const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt)
+          VALUES (${"@ls"}) RETURNING id`
+        fs.mkdirSync(path.join(base, `${row!.id}-a1`, "sub"), { recursive: true })
+        fs.writeFileSync(path.join(base, `${row!.id}-a1`, "sub", "stale.txt"), "from the crashed run\n")
+        // Workspaces kept, so the worker's start does not reclaim it first: as after a request put back
+        // by a shutdown, whose next claim has the same attempt number.
+        yield* runOnce(pipeline.file, { workspaceBase: base, cleanupAfterComplete: false })
+        const [result] = yield* resultsFor(row!.id)
+        expect(result!.status).toBe("success")
+        expect(result!.output.result!.result).toContain("ls=[]")
+      })
+    )
+
     it.effect("keeps the workspace when CLEANUP_AFTER_COMPLETE is false", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
