@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly (tsx), so plugins written in TypeScript load the same way.
-import { register } from "tsx/esm/api"
+// The compiled engine (dist/) when it is current, else the TypeScript sources through tsx: see engine.mjs.
+import { start } from "./engine.mjs"
 
-register()
-await import("../src/main.ts")
+await start()

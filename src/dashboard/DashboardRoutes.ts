@@ -12,10 +12,12 @@
 import { FileSystem, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
+import { inPackage } from "../fs/PackageRoot.js"
 import * as Admin from "../queue/Admin.js"
 import { QueueHistory } from "./QueueHistory.js"
 
-const staticDir = new URL("./static/", import.meta.url).pathname
+// Not compiled: the compiled engine reads them from the sources too.
+const staticDir = `${inPackage("src", "dashboard", "static")}/`
 
 const assets = {
   "index.html": "text/html; charset=utf-8",

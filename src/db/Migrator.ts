@@ -8,6 +8,7 @@
 import { FileSystem, Path } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Data, Effect } from "effect"
+import { inPackage } from "../fs/PackageRoot.js"
 
 export class MigrationError extends Data.TaggedError("MigrationError")<{
   readonly reason: "unreadable" | "bad-name" | "failed"
@@ -23,7 +24,7 @@ export interface Migration {
 }
 
 /** The folder of the bundled migrations, next to `src/`. */
-export const bundledMigrationsDir = new URL("../../sql/", import.meta.url).pathname
+export const bundledMigrationsDir = inPackage("sql")
 
 /** Chosen once; any 64-bit constant no other tool on the database uses. */
 const migrationLockKey = 7_366_171_012_220_316n
