@@ -9,7 +9,10 @@
  *   /api/requests/:id          { request, results }
  *   /api/requests/:id/events   { status, events } after ?after=<event id>
  */
-import { FileSystem, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Effect } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import { inPackage } from "../fs/PackageRoot.js"

@@ -5,8 +5,9 @@
  * start at the same moment apply each migration exactly once: the second waits, then finds nothing to do.
  * Each migration runs in that same transaction, so a failing one leaves the schema as it was.
  */
-import { FileSystem, Path } from "@effect/platform"
-import { SqlClient } from "@effect/sql"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Data, Effect } from "effect"
 import { inPackage } from "../fs/PackageRoot.js"
 

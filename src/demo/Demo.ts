@@ -10,7 +10,7 @@
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Console, Data, Effect, Layer, Logger, LogLevel } from "effect"
 import { BuiltinStages } from "../../stages/index.js"
 import * as Progress from "../cli/Progress.js"

@@ -14,7 +14,8 @@
  */
 import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
-import { Command, type CommandExecutor } from "@effect/platform"
+import * as Command from "@effect/platform/Command"
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import { Data, Effect, Fiber, Option, Stream } from "effect"
 import { markerVariable, ownerMark, ownerVariable, terminateTree } from "./ProcessTree.js"
 
