@@ -32,7 +32,8 @@ export const measureMemory = async (options: {
   const results = []
   try {
     for (const workerCount of options.workerCounts) {
-      const child = spawn(process.execPath, [bin, "run", "--pipeline", pipeline], {
+      // Executed, as the image's entrypoint and npm's bin link run it: its shebang sets the heap flags.
+      const child = spawn(bin, ["run", "--pipeline", pipeline], {
         env: {
           ...process.env,
           DATABASE_URL: db.url,
