@@ -1,7 +1,7 @@
 /**
  * Which copy of the engine this process runs: the JavaScript that `npm run build` compiles into dist/ when it
- * is there and no source is newer, else the TypeScript sources through tsx (which costs about 35 MB and
- * seconds of compiling at every start). A plugin's `stageline/pipeline` (src/pipeline/entry.mjs) asks here,
+ * is there and no source is newer, else the TypeScript sources through tsx (its loader thread and the
+ * modules it compiles cost a worker about 100 MB, and the compiling a second at every start). A plugin's `stageline/pipeline` (src/pipeline/entry.mjs) asks here,
  * so that plugin and engine share one copy of the modules: their service tags are compared by identity.
  */
 import * as fs from "node:fs"

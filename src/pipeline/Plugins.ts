@@ -42,7 +42,7 @@ const moduleHint = (error: unknown, spec: string) =>
 
 /**
  * The compiled engine loads TypeScript plugins through tsx, registered at the first one: its loader thread
- * costs a worker about 35 MB that a pipeline without them does not pay. Run from its own sources, the engine
+ * costs a worker about 15 MB that a pipeline without them does not pay. Run from its own sources, the engine
  * is itself loaded by something that compiles TypeScript (tsx, vitest), and that loads plugins too.
  */
 let loadsTypeScript = import.meta.url.endsWith(".ts")
