@@ -7,13 +7,16 @@
 # (scripts/install-mclaude.sh) unless CLAUDE_RELEASES_URL names a release server to download it from.
 ARG NODE_IMAGE=node:20-bookworm-slim
 
-# ---- stageline and its dependencies, checked by the compiler, then trimmed to what runs ----
+# ---- stageline and its dependencies, checked and compiled (dist/), then trimmed to what runs ----
 FROM ${NODE_IMAGE} AS build
 WORKDIR /opt/stageline
+# npm ci runs `prepare` (scripts/build.mjs), which compiles nothing until the sources are there.
 COPY package.json package-lock.json ./
+COPY scripts/build.mjs scripts/
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY . .
 RUN npm run typecheck \
+  && npm run build \
   && install -m 0755 node_modules/@anthropic-ai/claude-code/bin/claude.exe /opt/claude \
   && /opt/claude --version \
   && npm prune --omit=dev --no-audit --no-fund

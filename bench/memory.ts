@@ -32,7 +32,8 @@ export const measureMemory = async (options: {
   const results = []
   try {
     for (const workerCount of options.workerCounts) {
-      const child = spawn(process.execPath, [bin, "run", "--pipeline", pipeline], {
+      // Executed, as the image's entrypoint and npm's bin link run it: its shebang sets the heap flags.
+      const child = spawn(bin, ["run", "--pipeline", pipeline], {
         env: {
           ...process.env,
           DATABASE_URL: db.url,
@@ -45,13 +46,14 @@ export const measureMemory = async (options: {
       })
       const exited = new Promise((resolve) => child.on("exit", resolve))
       try {
+        // It listens before it migrates: the tables are there once the migrations have committed.
         await until(
-          "the worker to listen",
+          "the worker to listen, migrated",
           async () =>
             (
               await client.query(
                 `SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'stageline-listen'
-                    AND state = 'idle' AND query LIKE 'LISTEN%'`,
+                    AND state = 'idle' AND query LIKE 'LISTEN%' AND to_regclass('orchestration_events') IS NOT NULL`,
                 [db.name]
               )
             ).rowCount! > 0,

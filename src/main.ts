@@ -2,8 +2,9 @@
  * The entry point: wires the platform, logging and tracing, then hands the arguments to the CLI. A command that
  * fails prints what went wrong in a sentence (and its cause), not a stack trace, and exits 1.
  */
-import { ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Console, Effect, Layer } from "effect"
 import { cli } from "./cli/Cli.js"
 import * as Logging from "./cli/Logging.js"

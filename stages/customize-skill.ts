@@ -10,6 +10,7 @@ import * as path from "node:path"
 import { Data, Effect, Schema } from "effect"
 import { AgentSettings } from "../src/agent/AgentSettings.js"
 import { pathExists } from "../src/fs/Files.js"
+import { inPackage, packageRoot } from "../src/fs/PackageRoot.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { decodeRequestConfig } from "../src/queue/RequestConfig.js"
 
@@ -19,9 +20,8 @@ export class SkillError extends Data.TaggedError("SkillError")<{
   readonly cause?: unknown
 }> {}
 
-const root = new URL("..", import.meta.url).pathname
-export const bundledSkillsDir = path.join(root, "skills")
-export const bundledDomainsDir = path.join(root, "domains")
+export const bundledSkillsDir = inPackage("skills")
+export const bundledDomainsDir = inPackage("domains")
 
 const SkillName = Schema.String.pipe(
   Schema.pattern(/^[a-z0-9][a-z0-9-]*$/, { message: () => "a skill name is lower-case letters, digits and -" })
@@ -75,7 +75,7 @@ const resolveDomain = (entry: string, pipelineDir: string) =>
         new SkillError({
           reason: "unknown-domain",
           message: bundled
-            ? `no bundled domain "${entry}" (there is no ${path.relative(root, source)})`
+            ? `no bundled domain "${entry}" (there is no ${path.relative(packageRoot, source)})`
             : `cannot read domain file ${source}`,
           cause
         })

@@ -1,7 +1,9 @@
 /**
  * The operator's commands: status, results, retry, cancel, release-stale.
  */
-import { Args, Command, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Console, Effect, Layer, Option, Schema } from "effect"
 import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"

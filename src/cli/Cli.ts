@@ -1,7 +1,9 @@
 /**
  * The `stageline` command line: run, migrate, enqueue, status, validate.
  */
-import { Args, Command, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Config, Console, Effect, Layer, Option } from "effect"
 import { BuiltinStages } from "../../stages/index.js"
 import { WorkerConfig } from "../config/WorkerConfig.js"

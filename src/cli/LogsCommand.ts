@@ -3,8 +3,10 @@
  * until the request is finished, its stage-by-stage line kept below the events.
  * `stageline logs --follow`: every request's line, live, until interrupted.
  */
-import { Args, Command, Options } from "@effect/cli"
-import { SqlClient } from "@effect/sql"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Console, Effect, Layer, Option } from "effect"
 import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"

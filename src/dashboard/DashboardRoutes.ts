@@ -9,13 +9,18 @@
  *   /api/requests/:id          { request, results }
  *   /api/requests/:id/events   { status, events } after ?after=<event id>
  */
-import { FileSystem, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Effect } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
+import { inPackage } from "../fs/PackageRoot.js"
 import * as Admin from "../queue/Admin.js"
 import { QueueHistory } from "./QueueHistory.js"
 
-const staticDir = new URL("./static/", import.meta.url).pathname
+// Not compiled: the compiled engine reads them from the sources too.
+const staticDir = `${inPackage("src", "dashboard", "static")}/`
 
 const assets = {
   "index.html": "text/html; charset=utf-8",

@@ -2,8 +2,8 @@
  * The database connection: `DATABASE_URL` when it is set, otherwise the embedded PostgreSQL server, so that
  * a machine without a server still runs everything.
  */
-import { SqlError } from "@effect/sql"
-import { PgClient } from "@effect/sql-pg"
+import * as SqlError from "@effect/sql/SqlError"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { connectionConfig, makePool } from "./Connections.js"
 import * as Embedded from "./EmbeddedPostgres.js"

@@ -5,9 +5,11 @@
  * start at the same moment apply each migration exactly once: the second waits, then finds nothing to do.
  * Each migration runs in that same transaction, so a failing one leaves the schema as it was.
  */
-import { FileSystem, Path } from "@effect/platform"
-import { SqlClient } from "@effect/sql"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Data, Effect } from "effect"
+import { inPackage } from "../fs/PackageRoot.js"
 
 export class MigrationError extends Data.TaggedError("MigrationError")<{
   readonly reason: "unreadable" | "bad-name" | "failed"
@@ -23,7 +25,7 @@ export interface Migration {
 }
 
 /** The folder of the bundled migrations, next to `src/`. */
-export const bundledMigrationsDir = new URL("../../sql/", import.meta.url).pathname
+export const bundledMigrationsDir = inPackage("sql")
 
 /** Chosen once; any 64-bit constant no other tool on the database uses. */
 const migrationLockKey = 7_366_171_012_220_316n

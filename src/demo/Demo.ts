@@ -10,13 +10,14 @@
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Console, Data, Effect, Layer, Logger, LogLevel } from "effect"
 import { BuiltinStages } from "../../stages/index.js"
 import * as Progress from "../cli/Progress.js"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import * as Database from "../db/Database.js"
 import { migrate } from "../db/Migrator.js"
+import { inPackage } from "../fs/PackageRoot.js"
 import * as ScriptedModel from "../model/ScriptedModel.js"
 import { load } from "../pipeline/Compiler.js"
 import type { RunEvent } from "../pipeline/RunObserver.js"
@@ -27,7 +28,7 @@ import { sampleRepo } from "./SampleRepo.js"
 
 export class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string }> {}
 
-const examplePipeline = new URL("../../examples/code-review-bot/pipeline.yaml", import.meta.url).pathname
+const examplePipeline = inPackage("examples", "code-review-bot", "pipeline.yaml")
 
 const prompt =
   "Review this repository for security problems. Write your findings to REVIEW.md and commit it on the current branch."

@@ -4,7 +4,7 @@
  * applied, and the worker is not draining; otherwise the reasons, so an operator reading the probe's
  * body sees which one failed.
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Duration, Effect, Ref } from "effect"
 import type { Migration } from "../db/Migrator.js"
 import { Lifecycle, type SupervisorState } from "../worker/Lifecycle.js"

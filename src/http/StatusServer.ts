@@ -5,8 +5,11 @@
  * probes answer from the start to the last drained request.
  */
 import * as http from "node:http"
-import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import * as DashboardRoutes from "../dashboard/DashboardRoutes.js"

@@ -26,6 +26,8 @@ const specifierUrl = (spec: string, dir: string): string => {
   }
 }
 
+const typeScriptFile = /\.[cm]?ts$/
+
 const describeError = (error: unknown): string =>
   error instanceof Error ? (error.message.split("\n")[0] ?? "") : String(error)
 
@@ -34,9 +36,25 @@ const describeError = (error: unknown): string =>
  * stageline then fail with Node's require(esm) errors, which do not say that.
  */
 const moduleHint = (error: unknown, spec: string) =>
-  /\.[cm]?ts$/.test(spec) === false || !/require\(\)|ERR_REQUIRE|ES Module/i.test(describeError(error))
+  typeScriptFile.test(spec) === false || !/require\(\)|ERR_REQUIRE|ES Module/i.test(describeError(error))
     ? ""
     : ' (a .ts plugin is loaded as CommonJS unless a package.json beside it or above it says "type": "module", or it is named .mts)'
+
+/**
+ * The compiled engine loads TypeScript plugins through tsx, registered at the first one: its loader thread
+ * costs a worker about 15 MB that a pipeline without them does not pay. Run from its own sources, the engine
+ * is itself loaded by something that compiles TypeScript (tsx, vitest), and that loads plugins too.
+ */
+let loadsTypeScript = import.meta.url.endsWith(".ts")
+
+const readyFor = (url: string) =>
+  loadsTypeScript || !typeScriptFile.test(new URL(url, "file:///").pathname)
+    ? Effect.void
+    : Effect.promise(async () => {
+        const { register } = await import("tsx/esm/api")
+        register()
+        loadsTypeScript = true
+      })
 
 /** Imports each plugin and registers its stages; returns what went wrong, plugin by plugin. */
 export const loadPlugins = (specs: ReadonlyArray<string>, dir: string) =>
@@ -45,7 +63,9 @@ export const loadPlugins = (specs: ReadonlyArray<string>, dir: string) =>
     const problems: Array<PluginProblem> = []
     for (const [index, spec] of specs.entries()) {
       const origin = `plugin ${spec}`
-      const loaded = yield* Effect.tryPromise(() => import(specifierUrl(spec, dir))).pipe(Effect.either)
+      const url = specifierUrl(spec, dir)
+      yield* readyFor(url)
+      const loaded = yield* Effect.tryPromise(() => import(url)).pipe(Effect.either)
       if (loaded._tag === "Left") {
         problems.push({
           index,

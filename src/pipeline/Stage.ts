@@ -18,8 +18,10 @@
  *   the worker.
  * - Requests are delivered at least once: a stage may meet a request again after a crash.
  */
-import type { FileSystem, Path } from "@effect/platform"
+
 import type { CommandExecutor } from "@effect/platform/CommandExecutor"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import { Context, type Effect, Schema, type Scope } from "effect"
 import type { AgentSettings } from "../agent/AgentSettings.js"

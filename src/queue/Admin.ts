@@ -2,7 +2,7 @@
  * What operators do to the queue by hand: look at what runs, read results, retry, cancel, release.
  * The same SQL a person could type, with the guards that make it safe to run while workers are busy.
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Data, Effect } from "effect"
 
 export class AdminError extends Data.TaggedError("AdminError")<{ readonly message: string }> {}

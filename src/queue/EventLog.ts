@@ -8,7 +8,7 @@
  * `stageline logs --follow` polls four times a second, so it still sees events live. A batch that cannot
  * be written is logged and dropped; what is queued when the worker stops is written before it exits.
  */
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Deferred, Effect, Exit, Fiber, FiberId, Layer } from "effect"
 import { type Observer, type RunEvent, RunObserver } from "../pipeline/RunObserver.js"
 import { jsonParam } from "./Queue.js"

@@ -3,7 +3,8 @@
  * `status = 'processing' AND claimed_by = <worker>`, so a worker that lost its claim (an operator released
  * it, another worker took it over) can never overwrite what the new owner does.
  */
-import { SqlClient, type SqlError } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlError from "@effect/sql/SqlError"
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import * as Batcher from "../db/Batcher.js"
 import * as Metrics from "../metrics/Metrics.js"

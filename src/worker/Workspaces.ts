@@ -6,7 +6,7 @@
  */
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 

@@ -104,6 +104,20 @@ describe("Dockerfiles", () => {
     }
   })
 
+  it("the base image runs the engine compiled, built after the sources are copied and before the prune", () => {
+    const text = read("Dockerfile")
+    const at = (needle: string) => {
+      expect(text, needle).toContain(needle)
+      return text.indexOf(needle)
+    }
+    // `npm ci` runs `prepare`, which must find its script (and, there, compiles nothing).
+    expect(at("COPY scripts/build.mjs scripts/")).toBeLessThan(at("npm ci --no-audit"))
+    expect(at("COPY . .")).toBeLessThan(at("npm run build"))
+    expect(at("npm run build")).toBeLessThan(at("npm prune --omit=dev"))
+    // The context's own dist/ (maybe stale) stays out; the image builds its own.
+    expect(read(".dockerignore").split("\n")).toContain("dist")
+  })
+
   it.effect("every example's pipeline, as its image carries it, loads", () =>
     Effect.forEach(examples, (example) => load(path.join(root, "examples", example, "pipeline.yaml")), {
       discard: true

@@ -122,6 +122,31 @@ export default {
     })
   )
 
+  it.effect("get the engine's own modules, whether it runs compiled or from its sources", () =>
+    Effect.promise(async () => {
+      const pipeline = pipelineWith(
+        [path.join(fixtures, "engine-copy.ts")],
+        "\n  - claim\n  - engine-copy\n  - record\n"
+      )
+      const copyGiven = async (env: Record<string, string | undefined>) => {
+        const { code, output } = await runCli(["validate", pipeline.file], env)
+        expect(code, output).toBe(0)
+        return (JSON.parse(output) as { stages: Array<{ options: { copy?: string } }> }).stages[1]!.options.copy
+      }
+      // The test setup has compiled the engine, so the command runs that.
+      expect(await copyGiven({ STAGELINE_FROM_SOURCE: undefined })).toBe("compiled")
+      expect(await copyGiven({ STAGELINE_FROM_SOURCE: "1" })).toBe("sources")
+    })
+  )
+
+  it.effect("import, as stageline/pipeline, every value the pipeline module exports", () =>
+    Effect.promise(async () => {
+      const entry = await import("stageline/pipeline")
+      const index = await import("../../src/pipeline/index.js")
+      expect(Object.keys(entry).sort()).toEqual(Object.keys(index).sort())
+    })
+  )
+
   it.effect("fail only their own request, naming the plugin, when they throw, hang or break their promise", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
