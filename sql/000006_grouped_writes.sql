@@ -3,7 +3,7 @@
 --
 -- Claims: the i-th request taken goes to the i-th fiber named; a fiber left over got nothing (the queue had
 -- no more). Same order, same SKIP LOCKED and same lease as claim_next_request, which stays for the seed's
--- users.
+-- users; the lock is FOR NO KEY UPDATE, which events' foreign-key checks do not conflict with.
 CREATE FUNCTION claim_next_requests(worker_ids text[], lease interval)
 RETURNS SETOF orchestration_requests
 LANGUAGE plpgsql
@@ -17,7 +17,7 @@ BEGIN
              WHERE q.status = 'pending' AND q.run_after <= now()
              ORDER BY q.priority DESC, q.run_after, q.created_at
              LIMIT cardinality(claim_next_requests.worker_ids)
-               FOR UPDATE SKIP LOCKED) AS p
+               FOR NO KEY UPDATE SKIP LOCKED) AS p
   )
   UPDATE orchestration_requests AS r
      SET status = 'processing',
@@ -38,7 +38,10 @@ $$;
 -- attempts left goes back to pending, unclaimed, after its backoff, doubled for each attempt after the
 -- first; any other is finished now), and writes the attempt's result row, but only while the request is
 -- still that worker's. When it is not, `existing` tells a repeated record (its row is there) from a lost
--- claim. Rows are locked in id order, so two such statements never wait on each other in a circle.
+-- claim. Rows are locked in id order, so two such statements never wait on each other in a circle, and
+-- FOR NO KEY UPDATE (the key never changes), so the key-share locks that inserting events takes on their
+-- requests (the foreign key) never block it, nor it them: with several rows locked at once, those two
+-- waited on each other in a circle.
 --
 -- In PL/pgSQL, so that its plan is kept for the connection: planning this statement cost more than
 -- running it. The ids are looked up by the primary key (`= ANY`): joined only with the input, the planner
@@ -72,7 +75,7 @@ BEGIN
      WHERE q.id = ANY (ids)
        AND q.claimed_by = i.worker_id AND q.status IN ('processing', 'cancelled')
      ORDER BY q.id
-       FOR UPDATE OF q
+       FOR NO KEY UPDATE OF q
   ), updated AS (
     UPDATE orchestration_requests AS q
        SET status = n.next_status,

@@ -4,7 +4,9 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Duration, Effect, Option, Redacted } from "effect"
+import pg from "pg"
+import { DatabaseUrl } from "../../src/db/Database.js"
 import { Queue, type ResultRow } from "../../src/queue/Queue.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
@@ -123,5 +125,42 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
       expect(results[0]!.created_at.getTime()).toBe(results[1]!.created_at.getTime())
       expect(results[2]!.created_at.getTime()).not.toBe(results[0]!.created_at.getTime())
     }).pipe(Effect.provide(Queue.layer))
+  )
+
+  it.effect("neither claims nor records wait on the key-share locks that inserting events takes", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const queue = yield* Queue
+      const url = yield* DatabaseUrl
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      const [pending] = yield* sql<{
+        id: string
+      }>`INSERT INTO orchestration_requests (prompt) VALUES ('p') RETURNING id`
+      const [held] = yield* sql<{
+        id: string
+      }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
+        VALUES ('h', 'processing', 1, 'w/held') RETURNING id`
+      // What an event insert's foreign-key check holds until its commit, on both rows.
+      const other = yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          const client = new pg.Client({ connectionString: Redacted.value(url) })
+          await client.connect()
+          await client.query("BEGIN")
+          await client.query(`SELECT 1 FROM orchestration_requests WHERE id = ANY ($1::uuid[]) FOR KEY SHARE`, [
+            [pending!.id, held!.id]
+          ])
+          return client
+        }),
+        (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end()))
+      )
+      expect(other).toBeDefined()
+      // Under FOR UPDATE the claim skipped the row and the record waited for the other transaction.
+      const claimed = yield* queue.claim("w/1", 60_000).pipe(Effect.timeout(Duration.seconds(5)))
+      expect(Option.map(claimed, (r) => r.id)).toEqual(Option.some(pending!.id))
+      const outcome = yield* queue
+        .record(resultOf(held!.id, "w/held", "success"), { retryable: false, maxAttempts: 1, backoffMs: 0 })
+        .pipe(Effect.timeout(Duration.seconds(5)))
+      expect(outcome).toBe("recorded")
+    }).pipe(Effect.provide(Queue.layer), Effect.scoped)
   )
 })
