@@ -101,7 +101,8 @@ export interface RunInfo {
   readonly stages: Array<StageReport>
   /**
    * Completed when the run must stop early: the request was cancelled, or its lease was lost. The stage
-   * running is interrupted; only stages that run after failures (record) still run.
+   * running is interrupted; only stages that run after failures (record) still run. Read it; to stop a
+   * run, call `abortRun` (src/pipeline/RunAbort.ts), which also tells the stage running now.
    */
   readonly abort: Deferred.Deferred<StageFailure>
   /** The stage running now (the heartbeat reports it). */
