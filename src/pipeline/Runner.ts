@@ -73,6 +73,9 @@ const named = (compiled: CompiledStage) =>
  * fibers each, which for a stage that does little was most of what the stage cost.) Whatever ends the
  * wait, the fiber has ended, its finalizers run, before this returns.
  */
+/** The longest delay setTimeout takes as given (2^31 - 1 ms, about 24.8 days). */
+const maxTimerMs = 2 ** 31 - 1
+
 const guarded = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
   options: {
@@ -97,7 +100,8 @@ const guarded = <A, E, R>(
       fiber.addObserver((exit) => settle(exit))
       if (options.timeout) {
         const { ms, error } = options.timeout
-        timer = setTimeout(() => stop(error()), ms)
+        // Node fires a longer timer at once; a timeout past 24 days is as good as none.
+        if (ms <= maxTimerMs) timer = setTimeout(() => stop(error()), ms)
       }
       if (options.abort) stopListening = onAbort(options.abort, (failure) => stop(new RunAborted({ failure })))
       // The run itself is being interrupted (a shutdown): the stage goes with it.
