@@ -4,37 +4,19 @@
  * just to wait for the abort. Everything that aborts a run goes through `abortRun`.
  */
 import { Deferred, Exit } from "effect"
+import * as OnceEvent from "../concurrency/OnceEvent.js"
 import type { RunInfo, StageFailure } from "./RunContext.js"
 
-const aborted = new WeakMap<RunInfo, StageFailure>()
-const listeners = new WeakMap<RunInfo, Set<(failure: StageFailure) => void>>()
+const aborted = OnceEvent.make<RunInfo, StageFailure>()
 
 /** Aborts the run with `failure`, unless it was aborted already: the first reason stands. */
 export const abortRun = (run: RunInfo, failure: StageFailure): void => {
-  if (aborted.has(run)) return
-  aborted.set(run, failure)
+  // Completed before the listeners hear, so that what they run sees the run aborted; a second
+  // completion of the Deferred changes nothing, as a second fire does not.
   Deferred.unsafeDone(run.abort, Exit.succeed(failure))
-  const waiting = listeners.get(run)
-  listeners.delete(run)
-  for (const listener of waiting ?? []) listener(failure)
+  aborted.fire(run, failure)
 }
 
-/**
- * Calls `listener` when the run is aborted, at once if it already was; returns how to stop listening.
- */
-export const onAbort = (run: RunInfo, listener: (failure: StageFailure) => void): (() => void) => {
-  const already = aborted.get(run)
-  if (already) {
-    listener(already)
-    return () => {}
-  }
-  let set = listeners.get(run)
-  if (!set) {
-    set = new Set()
-    listeners.set(run, set)
-  }
-  set.add(listener)
-  return () => {
-    set.delete(listener)
-  }
-}
+/** Calls `listener` when the run is aborted, at once if it already was; returns how to stop listening. */
+export const onAbort = (run: RunInfo, listener: (failure: StageFailure) => void): (() => void) =>
+  aborted.listen(run, listener)

@@ -4,6 +4,7 @@
  * claimed. The shutdown starts through `Lifecycle.drain`, which also wakes the fibers waiting for work.
  */
 import { Context, Data, Deferred, Effect, Exit, Layer, Ref } from "effect"
+import * as OnceEvent from "../concurrency/OnceEvent.js"
 
 /** The claim stage's way of saying "no more requests for this fiber": not a failure of any request. */
 export class WorkerStopping extends Data.TaggedError("WorkerStopping")<{
@@ -39,34 +40,17 @@ export class Lifecycle extends Context.Tag("stageline/Lifecycle")<Lifecycle, Lif
   /** Starts the shutdown: `draining` completes, and every fiber waiting for work hears at once. */
   static readonly drain = Effect.flatMap(Lifecycle, (l) =>
     Effect.sync(() => {
-      drained.add(l)
       Deferred.unsafeDone(l.draining, Exit.void)
-      const waiting = drainListeners.get(l)
-      drainListeners.delete(l)
-      for (const listener of waiting ?? []) listener()
+      drained.fire(l, undefined)
     })
   )
 }
 
-const drained = new WeakSet<LifecycleState>()
-const drainListeners = new WeakMap<LifecycleState, Set<() => void>>()
+const drained = OnceEvent.make<LifecycleState, void>()
 
 /**
  * Calls `listener` when the shutdown starts (through `Lifecycle.drain`), at once if it has; returns how
  * to stop listening. For a wait that needs no fiber of its own.
  */
-export const onDrain = (lifecycle: LifecycleState, listener: () => void): (() => void) => {
-  if (drained.has(lifecycle)) {
-    listener()
-    return () => {}
-  }
-  let set = drainListeners.get(lifecycle)
-  if (!set) {
-    set = new Set()
-    drainListeners.set(lifecycle, set)
-  }
-  set.add(listener)
-  return () => {
-    set.delete(listener)
-  }
-}
+export const onDrain = (lifecycle: LifecycleState, listener: () => void): (() => void) =>
+  drained.listen(lifecycle, listener)
