@@ -8,7 +8,7 @@
  * silently stops carrying bytes raises no error at all, so the listener also asks the server for a sign of
  * life every few seconds, under the query deadline, and reconnects when none comes.
  */
-import { Context, Deferred, Effect, Exit, FiberId, Layer, Redacted, type Scope } from "effect"
+import { Context, Effect, Layer, Redacted, type Scope } from "effect"
 import { connectionConfig, DeadlineClient, deadlines } from "../db/Connections.js"
 import { DatabaseUrl } from "../db/Database.js"
 
@@ -42,18 +42,26 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
   static readonly make = Effect.gen(function* () {
     const url = yield* DatabaseUrl
     const settings = yield* connectionConfig
-    let current = Deferred.unsafeMake<void>(FiberId.none)
     let generation = 0
     let listeners = new Set<() => void>()
     const cancelWatchers = new Map<string, () => void>()
     const wake = () => {
-      const fired = current
-      current = Deferred.unsafeMake<void>(FiberId.none)
       generation++
       const woken = listeners
       listeners = new Set()
-      Deferred.unsafeDone(fired, Exit.void)
       for (const listener of woken) listener()
+    }
+
+    const onWake = (ticket: number, listener: () => void): (() => void) => {
+      if (ticket !== generation) {
+        listener()
+        return () => {}
+      }
+      const waiting = listeners
+      waiting.add(listener)
+      return () => {
+        waiting.delete(listener)
+      }
     }
 
     const listenOnce = Effect.async<string>((resume) => {
@@ -107,19 +115,12 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
     yield* Effect.forkScoped(listenForever)
 
     return {
-      signal: Effect.sync(() => Deferred.await(current)),
+      signal: Effect.sync(() => {
+        const ticket = generation
+        return Effect.async<void>((resume) => Effect.sync(onWake(ticket, () => resume(Effect.void))))
+      }),
       ticket: Effect.sync(() => generation),
-      onWake: (ticket, listener) => {
-        if (ticket !== generation) {
-          listener()
-          return () => {}
-        }
-        const waiting = listeners
-        waiting.add(listener)
-        return () => {
-          waiting.delete(listener)
-        }
-      },
+      onWake,
       wakeAll: Effect.sync(wake),
       watchCancel: (requestId, onCancel) =>
         Effect.acquireRelease(
