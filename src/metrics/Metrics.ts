@@ -11,12 +11,14 @@ import type { ResultRow } from "../queue/Queue.js"
  * A tagged metric made once per set of tags: making one hashes its key and looks it up in the registry,
  * which on every stage of every request was a large part of what a no-op stage cost.
  */
-const memo = <M>(make: (key: string) => M) => {
+const memo = <Args extends ReadonlyArray<string>, M>(make: (...args: Args) => M) => {
   const made = new Map<string, M>()
-  return (key: string) => {
+  return (...args: Args) => {
+    // NUL is in no stage id, status or tag value.
+    const key = args.join("\0")
     let metric = made.get(key)
     if (metric === undefined) {
-      metric = make(key)
+      metric = make(...args)
       made.set(key, metric)
     }
     return metric
@@ -75,17 +77,16 @@ const tokenKinds = [
   ["cache_creation", "cache_creation_input_tokens"]
 ] as const
 
-const attemptsOf = memo((key) => {
-  const [status, retried] = key.split("/") as [string, string]
-  return Metric.tagged(Metric.tagged(attempts, "status", status), "retried", retried)
-})
+const attemptsOf = memo((status: string, retried: "true" | "false") =>
+  Metric.tagged(Metric.tagged(attempts, "status", status), "retried", retried)
+)
 
-const requestsOf = memo((status) => Metric.tagged(requests, "status", status))
+const requestsOf = memo((status: string) => Metric.tagged(requests, "status", status))
 
 /** What a recorded attempt adds: its status, and the agent's cost and tokens when it reported them. */
 export const attemptRecorded = (result: ResultRow, final: boolean) =>
   Effect.gen(function* () {
-    yield* Metric.increment(attemptsOf(`${result.status}/${final ? "false" : "true"}`))
+    yield* Metric.increment(attemptsOf(result.status, final ? "false" : "true"))
     if (final) yield* Metric.increment(requestsOf(result.status))
     if (result.costUsd !== null && Number.isFinite(result.costUsd)) yield* Metric.incrementBy(agentCost, result.costUsd)
     const usage = (result.usage ?? {}) as Record<string, unknown>
@@ -95,13 +96,12 @@ export const attemptRecorded = (result: ResultRow, final: boolean) =>
     }
   })
 
-const stageDurationOf = memo((key) => {
-  const [stage, outcome] = JSON.parse(key) as [string, string]
-  return Metric.tagged(Metric.tagged(stageDuration, "stage", stage), "outcome", outcome)
-})
+const stageDurationOf = memo((stage: string, outcome: string) =>
+  Metric.tagged(Metric.tagged(stageDuration, "stage", stage), "outcome", outcome)
+)
 
 export const stageRan = (stage: string, outcome: "ok" | "failed", durationMs: number) =>
-  Metric.update(stageDurationOf(JSON.stringify([stage, outcome])), durationMs / 1000)
+  Metric.update(stageDurationOf(stage, outcome), durationMs / 1000)
 
 /** The seconds between when a request became claimable and its claim, by the database's clock. */
 export const claimed = (request: {
