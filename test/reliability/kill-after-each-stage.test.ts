@@ -7,7 +7,7 @@
 import * as path from "node:path"
 import { afterAll, describe, expect, inject, it, onTestFinished } from "vitest"
 import { runCli, waitFor } from "../support/cli.js"
-import { makeBareRepo, tempDir, writePipeline } from "../support/harness.js"
+import { makeBareRepo, stagesAfterClaim, tempDir, writePipeline } from "../support/harness.js"
 import {
   audit,
   connect,
@@ -19,14 +19,7 @@ import {
   workerEnv
 } from "./support/Fleet.js"
 
-const stages = [
-  "claim",
-  "prepare-workspace",
-  "customize-skill",
-  "execute-mclaude",
-  "extract-git-artifacts",
-  "record"
-] as const
+const stages = ["claim", ...stagesAfterClaim] as const
 
 /**
  * Every stage with KILL_EVERY_STAGE=1 (`npm run soak` sets it); else the first after the claim, the agent's
