@@ -7,6 +7,7 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { connectionConfig, makePool } from "./Connections.js"
 import * as Embedded from "./EmbeddedPostgres.js"
+import { PgPool } from "./Prepared.js"
 
 /** Where the database is; the queue's listener opens its own connection from it. */
 export class DatabaseUrl extends Context.Tag("stageline/DatabaseUrl")<DatabaseUrl, Redacted.Redacted<string>>() {}
@@ -50,35 +51,39 @@ export const embeddedUrlLayer = (database: string) =>
     })
   )
 
-/**
- * A client for the given URL: no name transforms, so JSON keys and columns arrive exactly as stored; every
- * connection with a deadline to connect and to answer (see Connections).
- */
-export const clientLayer = Layer.unwrapEffect(
+/** The pool for the given URL: every connection with a deadline to connect and to answer (see Connections). */
+export const poolLayer = Layer.scoped(
+  PgPool,
   Effect.gen(function* () {
     const url = yield* DatabaseUrl
     const { poolSize } = yield* databaseConfig
     const settings = yield* connectionConfig
-    return PgClient.layerFromPool({
-      acquire: Effect.acquireRelease(
-        Effect.tryPromise({
-          try: async () => {
-            const pool = makePool(Redacted.value(url), "stageline", poolSize, settings)
-            await pool.query("SELECT 1").catch(async (error) => {
-              await pool.end().catch(() => {})
-              throw error
-            })
-            return pool
-          },
-          catch: (cause) => new SqlError.SqlError({ cause, message: "PgClient: Failed to connect" })
-        }),
-        (pool) => Effect.promise(() => pool.end().catch(() => {})).pipe(Effect.timeoutOption(1000))
-      ),
-      applicationName: "stageline",
-      transformJson: false
-    })
+    return yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const pool = makePool(Redacted.value(url), "stageline", poolSize, settings)
+          await pool.query("SELECT 1").catch(async (error) => {
+            await pool.end().catch(() => {})
+            throw error
+          })
+          return pool
+        },
+        catch: (cause) => new SqlError.SqlError({ cause, message: "PgClient: Failed to connect" })
+      }),
+      (pool) => Effect.promise(() => pool.end().catch(() => {})).pipe(Effect.timeoutOption(1000))
+    )
   })
 )
+
+/**
+ * The SQL client over that pool, and the pool itself for the prepared statements (see Prepared): no
+ * name transforms, so JSON keys and columns arrive exactly as stored.
+ */
+export const clientLayer = Layer.unwrapEffect(
+  Effect.map(PgPool, (pool) =>
+    PgClient.layerFromPool({ acquire: Effect.succeed(pool), applicationName: "stageline", transformJson: false })
+  )
+).pipe(Layer.provideMerge(poolLayer))
 
 /** The SQL client and the URL, from the environment. */
 export const layer = clientLayer.pipe(Layer.provideMerge(urlLayer))

@@ -8,8 +8,8 @@
  * `stageline logs --follow` polls four times a second, so it still sees events live. A batch that cannot
  * be written is logged and dropped; what is queued when the worker stops is written before it exits.
  */
-import * as SqlClient from "@effect/sql/SqlClient"
 import { Deferred, Effect, Exit, Fiber, FiberId, Layer } from "effect"
+import * as Prepared from "../db/Prepared.js"
 import { type Observer, type RunEvent, RunObserver } from "../pipeline/RunObserver.js"
 import { jsonParam } from "./Queue.js"
 
@@ -50,13 +50,17 @@ const maxBatch = 500
 export const flushDelayMs = 50
 
 export const make = Effect.gen(function* () {
-  const sql = yield* SqlClient.SqlClient
+  const insertEvents = Prepared.prepare(
+    yield* Prepared.PgPool,
+    "stageline_insert_events_v1",
+    "SELECT insert_events($1::jsonb)"
+  )
   let queued: Array<EventRow> = []
   let wake = Deferred.unsafeMake<void>(FiberId.none)
 
   const write = (batch: ReadonlyArray<EventRow>) =>
     // insert_events (sql/000006) does not wait for the disk: see there why that is right for progress.
-    sql`SELECT insert_events(${jsonParam(batch)}::jsonb)`.pipe(
+    insertEvents([jsonParam(batch)]).pipe(
       Effect.asVoid,
       Effect.catchAll((error) => Effect.logWarning(`could not record ${batch.length} event(s)`, error))
     )

@@ -7,6 +7,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import * as Batcher from "../db/Batcher.js"
+import * as Prepared from "../db/Prepared.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { ClaimedRequest } from "./Request.js"
 
@@ -147,7 +148,10 @@ const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Array<[K, Arr
  * each attempt it decides the next status and writes it with the result row, only while the request is
  * still this worker's, exactly as one attempt alone was recorded before).
  */
-const recordMany = (sql: SqlClient.SqlClient, calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>) => {
+const recordMany = (
+  recordAttempts: Prepared.PreparedStatement<{ status: string | null; existing: boolean }>,
+  calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>
+) => {
   const input = calls.map(([r, retry]) => {
     const final = finalStatusOf(r.status)
     return {
@@ -172,10 +176,7 @@ const recordMany = (sql: SqlClient.SqlClient, calls: ReadonlyArray<readonly [Res
       usage: r.usage ?? null
     }
   })
-  return sql<{
-    status: string | null
-    existing: boolean
-  }>`SELECT * FROM record_attempts(${jsonParam(input)}::jsonb)`.pipe(
+  return recordAttempts([jsonParam(input)]).pipe(
     Effect.map((rows) =>
       rows.map((row): RecordOutcome => {
         if (row.status === null) return row.existing ? "already-recorded" : "not-owner"
@@ -188,6 +189,32 @@ const recordMany = (sql: SqlClient.SqlClient, calls: ReadonlyArray<readonly [Res
 export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>() {
   static readonly make = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const pool = yield* Prepared.PgPool
+    // The statements every request runs, prepared (see Prepared); the rest are rare.
+    // The columns a claim hands on, named, so that what a prepared claim returns stays what it was
+    // planned to return whatever a later migration adds to the table or the function.
+    const claimNext = Prepared.prepare<unknown>(
+      pool,
+      "stageline_claim_v1",
+      `SELECT ${Object.keys(ClaimedRequest.fields).join(", ")}
+         FROM claim_next_requests($1::text[], $2 * interval '1 millisecond')`
+    )
+    const recordAttempts = Prepared.prepare<{ status: string | null; existing: boolean }>(
+      pool,
+      "stageline_record_v1",
+      "SELECT * FROM record_attempts($1::jsonb)"
+    )
+    const renewLease = Prepared.prepare<{ status: string }>(
+      pool,
+      "stageline_heartbeat_v1",
+      `UPDATE orchestration_requests
+          SET lease_expires_at = CASE WHEN status = 'processing' THEN now() + $3 * interval '1 millisecond'
+                                      ELSE lease_expires_at END,
+              heartbeat_at = now(),
+              current_stage = $4
+        WHERE id = $1 AND claimed_by = $2 AND status IN ('processing', 'cancelled')
+    RETURNING status`
+    )
 
     // Fibers that look for work at the same moment claim together (see Batcher): one statement names
     // them all and hands the i-th request taken to the i-th of them.
@@ -197,9 +224,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Effect.forEach(
           groupBy(calls, (c) => c.leaseMs),
           ([leaseMs, group]) =>
-            sql`SELECT * FROM claim_next_requests(
-                ARRAY(SELECT jsonb_array_elements_text(${JSON.stringify(group.map((c) => c.workerId))}::jsonb)),
-                ${leaseMs} * interval '1 millisecond')`.pipe(
+            claimNext([group.map((c) => c.workerId), leaseMs]).pipe(
               Effect.flatMap((rows) => Effect.forEach(rows, (row) => Effect.orDie(decodeRequest(row)))),
               Effect.map((claimed) => new Map(claimed.map((request) => [request.claimed_by, request])))
             )
@@ -215,13 +240,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       claimTogether({ workerId, leaseMs }).pipe(Effect.withSpan("Queue.claim", noStackTrace))
 
     const heartbeat: QueueService["heartbeat"] = (requestId, workerId, leaseMs, stage) =>
-      sql<{ status: string }>`UPDATE orchestration_requests
-           SET lease_expires_at = CASE WHEN status = 'processing' THEN now() + ${leaseMs} * interval '1 millisecond'
-                                       ELSE lease_expires_at END,
-               heartbeat_at = now(),
-               current_stage = ${stage}
-         WHERE id = ${requestId} AND claimed_by = ${workerId} AND status IN ('processing', 'cancelled')
-     RETURNING status`.pipe(
+      renewLease([requestId, workerId, leaseMs, stage]).pipe(
         Effect.map(
           (rows): LeaseState => (rows.length === 0 ? "lost" : rows[0]!.status === "cancelled" ? "cancelled" : "held")
         ),
@@ -247,7 +266,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
     // Attempts that end at the same moment are recorded together (see Batcher), each exactly as alone.
     const recordTogether = yield* Batcher.make({
       maxBatch: 100,
-      run: (calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>) => recordMany(sql, calls)
+      run: (calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>) => recordMany(recordAttempts, calls)
     })
 
     const record: QueueService["record"] = (r, retry) =>

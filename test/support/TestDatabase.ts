@@ -2,11 +2,10 @@
  * A database of its own for each test file, migrated, and dropped when the file's layer is released.
  */
 import { NodeContext } from "@effect/platform-node"
-import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted } from "effect"
 import pg from "pg"
 import { inject } from "vitest"
-import { DatabaseUrl } from "../../src/db/Database.js"
+import { clientLayer, DatabaseUrl } from "../../src/db/Database.js"
 import { migrate } from "../../src/db/Migrator.js"
 
 const withDatabase = (url: string, database: string) => {
@@ -41,10 +40,8 @@ export const EmptyDatabaseUrl = Layer.scoped(
   Effect.map(freshDatabase, ({ url }) => Redacted.make(url))
 )
 
-/** A SQL client on whatever database `DatabaseUrl` names. */
-export const TestClient = Layer.unwrapEffect(
-  Effect.map(DatabaseUrl, (url) => PgClient.layer({ url, transformJson: false, maxConnections: 10 }))
-)
+/** The worker's own SQL client (and the pool under it) on whatever database `DatabaseUrl` names. */
+export const TestClient = clientLayer
 
 /** SQL client + URL on a fresh, migrated database. */
 export const TestDatabase = Layer.effectDiscard(migrate().pipe(Effect.provide(NodeContext.layer))).pipe(
