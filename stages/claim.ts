@@ -1,6 +1,6 @@
 /**
- * claim: takes the next pending request for this worker, with a lease it keeps renewing while the request
- * runs (see src/queue/Lease.ts). Waits while the queue is empty, woken at once by
+ * claim: takes the next pending request for this worker, with a lease the worker keeps renewing while the
+ * request runs (see src/queue/Lease.ts). Waits while the queue is empty, woken at once by
  * the insert trigger's NOTIFY and, failing that, by polling every `POLL_INTERVAL_MS`.
  *
  * The claim and the release that undoes it on interruption are registered together, uninterruptibly: a
@@ -9,7 +9,7 @@
 import { Effect, Exit, Option, Schema } from "effect"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import * as Stage from "../src/pipeline/Stage.js"
-import { keepLease } from "../src/queue/Lease.js"
+import { Leases } from "../src/queue/Lease.js"
 import { Queue } from "../src/queue/Queue.js"
 import { type WakeupSource, Wakeups } from "../src/queue/Wakeups.js"
 import { Lifecycle, type LifecycleState, onDrain, WorkerStopping } from "../src/worker/Lifecycle.js"
@@ -49,6 +49,7 @@ export default Stage.make({
   run: () => (input) =>
     Effect.gen(function* () {
       const queue = yield* Queue
+      const leases = yield* Leases
       const wakeups = yield* Wakeups
       const lifecycle = yield* Lifecycle
       const { pollIntervalMs, leaseMs } = yield* WorkerConfig
@@ -87,7 +88,7 @@ export default Stage.make({
             yield* queue.release(claimed.value.id, workerId)
             return yield* new WorkerStopping({ reason: "draining", message: "the worker is shutting down" })
           }
-          yield* keepLease(claimed.value, input.run)
+          yield* leases.keep(claimed.value, input.run)
           return { request: claimed.value }
         }
         if (lifecycle.once) {

@@ -26,6 +26,7 @@ import type { SqlClient } from "@effect/sql/SqlClient"
 import { Context, type Effect, Schema, type Scope } from "effect"
 import type { AgentSettings } from "../agent/AgentSettings.js"
 import type { WorkerConfig } from "../config/WorkerConfig.js"
+import type { Leases } from "../queue/Lease.js"
 import type { Queue } from "../queue/Queue.js"
 import type { Wakeups } from "../queue/Wakeups.js"
 import type { Lifecycle } from "../worker/Lifecycle.js"
@@ -35,6 +36,7 @@ import type { ContextKey, StageInput, StageOutput } from "./RunContext.js"
 export type StageServices =
   | SqlClient
   | Queue
+  | Leases
   | Wakeups
   | FileSystem.FileSystem
   | Path.Path

@@ -1,14 +1,18 @@
 /**
- * Keeping a claim: a fiber, scoped to the request, renews its lease every third of the lease period and
- * reports the stage it is in. If the request is cancelled (heard at once through NOTIFY, or at the next
- * heartbeat) or is no longer this worker's (an operator released it, or the lease ran out while the
- * database was unreachable), the run is aborted: the running stage is interrupted, and record still runs.
+ * Keeping claims: one fiber per worker process renews the leases of every request the process runs, in
+ * one statement every third of the lease period, and reports the stage each is in. So a process running
+ * sixty-four agents sends one heartbeat where it sent sixty-four, and a request costs no fiber or timer of
+ * its own to keep its claim. A request is held from its claim until its run's scope closes.
  *
- * A worker that cannot reach the database cannot know whether its lease still holds; once most of the
+ * If a request is cancelled (heard at once through NOTIFY, or at the next heartbeat) or is no longer this
+ * worker's (an operator released it, or the lease ran out while the database was unreachable), its run is
+ * aborted: the running stage is interrupted, and record still runs.
+ *
+ * A worker that cannot reach the database cannot know whether its leases still hold; once most of a
  * lease has passed since the last renewal the database confirmed, it must assume another worker is about
- * to take the request over, and stops its own run first, so the two never run the request at once.
+ * to take that request over, and stops its own run first, so the two never run the request at once.
  */
-import { Deferred, Effect } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import { abortRun } from "../pipeline/RunAbort.js"
 import type { RunInfo, StageFailure } from "../pipeline/RunContext.js"
@@ -24,60 +28,128 @@ const aborted = (run: RunInfo, tag: string, status: StageFailure["status"], mess
   status
 })
 
-export const keepLease = (request: ClaimedRequest, run: RunInfo) =>
-  Effect.gen(function* () {
+interface Held {
+  readonly request: ClaimedRequest
+  readonly run: RunInfo
+  /** When the renewal the database last confirmed was sent; the claim itself was the first. */
+  renewedAt: number
+}
+
+export interface LeaseKeeper {
+  /** Keeps the claim of `request` for as long as the scope (its run's) lasts. */
+  readonly keep: (request: ClaimedRequest, run: RunInfo) => Effect.Effect<void, never, Scope.Scope>
+}
+
+export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>() {
+  static readonly make = Effect.gen(function* () {
     const queue = yield* Queue
     const wakeups = yield* Wakeups
     const { leaseMs } = yield* WorkerConfig
-    const cancel = () => abortRun(run, aborted(run, "Cancelled", "cancelled", "the request was cancelled"))
-    yield* wakeups.watchCancel(request.id, cancel)
-
-    const lost = (message: string) => Effect.sync(() => abortRun(run, aborted(run, "LeaseLost", "error", message)))
-    // The claim itself renewed the lease just now; each renewal is timed from when it was sent.
-    let renewedAt = Date.now()
+    const held = new Map<string, Held>()
+    const period = Math.max(100, Math.floor(leaseMs / 3))
     const giveUpAfter = Math.floor((leaseMs * 4) / 5)
-    const beat = Effect.gen(function* () {
-      let wait = Math.max(100, Math.floor(leaseMs / 3))
-      while (!(yield* Deferred.isDone(run.abort))) {
-        yield* Effect.sleep(wait)
-        const sent = Date.now()
-        const left = renewedAt + giveUpAfter - sent
-        const state = yield* queue
-          .heartbeat(request.id, run.workerId, leaseMs, run.currentStage)
-          .pipe(
-            Effect.timeoutFail({ duration: Math.max(50, left), onTimeout: () => "no answer in time" }),
-            Effect.either
-          )
-        if (state._tag === "Right") {
-          renewedAt = sent
-          wait = Math.max(100, Math.floor(leaseMs / 3))
-          if (state.right === "cancelled") cancel()
-          if (state.right === "lost") {
-            yield* lost(
-              `request ${request.id} is no longer held by ${run.workerId} (its lease ran out, or it was released)`
-            )
-          }
-          continue
-        }
-        if (Date.now() - renewedAt >= giveUpAfter) {
-          yield* Effect.logError(
-            `could not renew the lease of request ${request.id} for ${Date.now() - renewedAt} ms; stopping its run before the lease runs out`,
-            state.left
-          )
-          yield* lost(
-            `the worker ${run.workerId} could not reach the database to renew its lease for ${
-              Date.now() - renewedAt
-            } ms, and stopped the run so that no other worker runs it at the same time`
-          )
-          return
-        }
-        yield* Effect.logWarning(`could not renew the lease of request ${request.id}; trying again`, state.left).pipe(
-          Effect.annotateLogs({ stage: run.currentStage ?? "claim" })
+
+    const cancel = (run: RunInfo) => abortRun(run, aborted(run, "Cancelled", "cancelled", "the request was cancelled"))
+    const lose = (h: Held, message: string) => {
+      held.delete(h.request.id)
+      abortRun(h.run, aborted(h.run, "LeaseLost", "error", message))
+    }
+    const logFor = (h: Held) =>
+      Effect.annotateLogs({
+        request_id: h.request.id,
+        attempt: h.request.attempts,
+        stage: h.run.currentStage ?? "claim"
+      })
+
+    /** One heartbeat for every request held now; returns how long to wait for the next. */
+    const beat = Effect.suspend(() => {
+      const batch = [...held.values()]
+      if (batch.length === 0) return Effect.succeed(period)
+      const sent = Date.now()
+      const left = Math.min(...batch.map((h) => h.renewedAt + giveUpAfter - sent))
+      return queue
+        .heartbeat(
+          batch.map((h) => ({ requestId: h.request.id, workerId: h.run.workerId, stage: h.run.currentStage })),
+          leaseMs
         )
-        // Try again soon, but leave time for one more attempt before giving up.
-        wait = Math.max(50, Math.min(1_000, Math.floor((renewedAt + giveUpAfter - Date.now()) / 2)))
+        .pipe(
+          Effect.timeoutFail({ duration: Math.max(50, left), onTimeout: () => "no answer in time" }),
+          Effect.either,
+          Effect.flatMap((answer) =>
+            Effect.gen(function* () {
+              // A run that ended meanwhile is no longer held: what its heartbeat found concerns nobody.
+              const still = batch.filter((h) => held.get(h.request.id) === h)
+              if (answer._tag === "Right") {
+                for (const h of still) {
+                  const state = answer.right.get(h.request.id)
+                  if (state === "lost") {
+                    lose(
+                      h,
+                      `request ${h.request.id} is no longer held by ${h.run.workerId} (its lease ran out, or it was released)`
+                    )
+                    continue
+                  }
+                  h.renewedAt = sent
+                  if (state === "cancelled") cancel(h.run)
+                }
+                return period
+              }
+              const now = Date.now()
+              for (const h of still) {
+                const since = now - h.renewedAt
+                if (since < giveUpAfter) continue
+                yield* Effect.logError(
+                  `could not renew the lease of request ${h.request.id} for ${since} ms; stopping its run before the lease runs out`,
+                  answer.left
+                ).pipe(logFor(h))
+                lose(
+                  h,
+                  `the worker ${h.run.workerId} could not reach the database to renew its lease for ${since} ms, and stopped the run so that no other worker runs it at the same time`
+                )
+              }
+              const remaining = still.filter((h) => held.get(h.request.id) === h)
+              if (remaining.length === 0) return period
+              yield* Effect.logWarning(
+                `could not renew the lease of ${remaining.length} request(s); trying again`,
+                answer.left
+              ).pipe(Effect.annotateLogs({ request_ids: remaining.map((h) => h.request.id).join(",") }))
+              // Try again soon, but leave time for one more attempt before the first of them gives up.
+              const soonest = Math.min(...remaining.map((h) => h.renewedAt + giveUpAfter - now))
+              return Math.max(50, Math.min(1_000, Math.floor(soonest / 2)))
+            })
+          )
+        )
+    })
+
+    const renewer = Effect.gen(function* () {
+      let wait = period
+      while (true) {
+        yield* Effect.sleep(wait)
+        // A bug here must not end the heartbeats of every request in the process.
+        wait = yield* beat.pipe(
+          Effect.catchAllCause((cause) => Effect.as(Effect.logError("the lease heartbeat failed", cause), 1_000))
+        )
       }
     })
-    // Forked by the claim, before the run's own annotations: it names its request itself.
-    yield* Effect.forkScoped(beat.pipe(Effect.annotateLogs({ request_id: request.id, attempt: request.attempts })))
+    // Maintenance: traced, each heartbeat would be a trace of its own every third of a lease.
+    yield* Effect.forkScoped(renewer.pipe(Effect.withTracerEnabled(false)))
+
+    const keep: LeaseKeeper["keep"] = (request, run) =>
+      Effect.suspend(() => {
+        const h: Held = { request, run, renewedAt: Date.now() }
+        held.set(request.id, h)
+        return Effect.zipRight(
+          wakeups.watchCancel(request.id, () => cancel(run)),
+          Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              if (held.get(request.id) === h) held.delete(request.id)
+            })
+          )
+        )
+      })
+
+    return { keep } satisfies LeaseKeeper
   })
+
+  static readonly layer = Layer.scoped(Leases, Leases.make)
+}

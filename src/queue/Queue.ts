@@ -44,6 +44,13 @@ export interface RetryPolicy {
 /** What a heartbeat found: the request is still ours, was cancelled, or is no longer ours. */
 export type LeaseState = "held" | "cancelled" | "lost"
 
+/** A request a worker fiber holds, as its heartbeat names it. */
+export interface HeldLease {
+  readonly requestId: string
+  readonly workerId: string
+  readonly stage: string | null
+}
+
 export interface Rescued {
   readonly id: string
   readonly status: string
@@ -69,13 +76,14 @@ export interface StatusCounts {
 export interface QueueService {
   /** Claims the next pending request for `workerId` with a lease of `leaseMs`, if there is one. */
   readonly claim: (workerId: string, leaseMs: number) => Effect.Effect<Option.Option<ClaimedRequest>, SqlError.SqlError>
-  /** Renews the lease (and notes the stage the request is in). */
+  /**
+   * Renews the leases of the requests given (and notes the stage each is in), all in one statement: what
+   * each request's heartbeat found, by id.
+   */
   readonly heartbeat: (
-    requestId: string,
-    workerId: string,
-    leaseMs: number,
-    stage: string | null
-  ) => Effect.Effect<LeaseState, SqlError.SqlError>
+    leases: ReadonlyArray<HeldLease>,
+    leaseMs: number
+  ) => Effect.Effect<ReadonlyMap<string, LeaseState>, SqlError.SqlError>
   /** Puts back (or fails) requests whose lease ran out, with a result row for each lost attempt. */
   readonly rescue: (
     maxAttempts: number,
@@ -204,16 +212,29 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       "stageline_record_v1",
       "SELECT * FROM record_attempts($1::jsonb)"
     )
-    const renewLease = Prepared.prepare<{ status: string }>(
+    // Rows locked in id order, as record_attempts locks them, so that the two never wait on each other in
+    // a circle.
+    const renewLeases = Prepared.prepare<{ id: string; status: string }>(
       pool,
-      "stageline_heartbeat_v1",
-      `UPDATE orchestration_requests
-          SET lease_expires_at = CASE WHEN status = 'processing' THEN now() + $3 * interval '1 millisecond'
-                                      ELSE lease_expires_at END,
+      "stageline_heartbeat_v2",
+      `WITH held AS (
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS h (id, worker_id, stage)
+       ), locked AS (
+         SELECT q.id, h.stage
+           FROM orchestration_requests AS q
+           JOIN held AS h ON h.id = q.id AND h.worker_id = q.claimed_by
+          WHERE q.id = ANY ($1::uuid[]) AND q.status IN ('processing', 'cancelled')
+          ORDER BY q.id
+            FOR NO KEY UPDATE OF q
+       )
+       UPDATE orchestration_requests AS q
+          SET lease_expires_at = CASE WHEN q.status = 'processing' THEN now() + $4 * interval '1 millisecond'
+                                      ELSE q.lease_expires_at END,
               heartbeat_at = now(),
-              current_stage = $4
-        WHERE id = $1 AND claimed_by = $2 AND status IN ('processing', 'cancelled')
-    RETURNING status`
+              current_stage = l.stage
+         FROM locked AS l
+        WHERE q.id = l.id
+    RETURNING q.id, q.status`
     )
 
     // Fibers that look for work at the same moment claim together (see Batcher): one statement names
@@ -239,11 +260,17 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
     const claim: QueueService["claim"] = (workerId, leaseMs) =>
       claimTogether({ workerId, leaseMs }).pipe(Effect.withSpan("Queue.claim", noStackTrace))
 
-    const heartbeat: QueueService["heartbeat"] = (requestId, workerId, leaseMs, stage) =>
-      renewLease([requestId, workerId, leaseMs, stage]).pipe(
-        Effect.map(
-          (rows): LeaseState => (rows.length === 0 ? "lost" : rows[0]!.status === "cancelled" ? "cancelled" : "held")
-        ),
+    const heartbeat: QueueService["heartbeat"] = (leases, leaseMs) =>
+      renewLeases([
+        leases.map((l) => l.requestId),
+        leases.map((l) => l.workerId),
+        leases.map((l) => l.stage),
+        leaseMs
+      ]).pipe(
+        Effect.map((rows) => {
+          const found = new Map(rows.map((row) => [row.id, row.status === "cancelled" ? "cancelled" : "held"] as const))
+          return new Map(leases.map((l): [string, LeaseState] => [l.requestId, found.get(l.requestId) ?? "lost"]))
+        }),
         Effect.withSpan("Queue.heartbeat", noStackTrace)
       )
 

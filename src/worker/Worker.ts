@@ -16,6 +16,7 @@ import type { Observer } from "../pipeline/RunObserver.js"
 import { PipelineLocation } from "../pipeline/Stage.js"
 import { reapOrphans } from "../process/ProcessTree.js"
 import * as EventLog from "../queue/EventLog.js"
+import { Leases } from "../queue/Lease.js"
 import { Queue } from "../queue/Queue.js"
 import { Wakeups } from "../queue/Wakeups.js"
 import { Lifecycle } from "./Lifecycle.js"
@@ -147,9 +148,8 @@ export const stageServices = (
   options: { readonly once: boolean; readonly observer?: Observer }
 ) =>
   Layer.mergeAll(
-    Queue.layer,
+    Leases.layer.pipe(Layer.provideMerge(Layer.merge(Queue.layer, Wakeups.layer))),
     EventLog.layer(options.observer),
-    Wakeups.layer,
     Lifecycle.layer(options),
     AgentSettings.layer(pipeline.agent, pipeline.dir),
     Layer.succeed(PipelineLocation, { file: pipeline.file, dir: pipeline.dir })
