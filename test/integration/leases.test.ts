@@ -51,7 +51,10 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("lease
       }>`SELECT request_id, status, error, worker_id FROM orchestration_results`
       const byId = new Map(results.filter((r) => r.worker_id !== "another-worker/1").map((r) => [r.request_id, r]))
       expect(byId.get(kept!.id)?.status).toBe("success")
-      expect(byId.get(cancelled!.id)).toMatchObject({ status: "cancelled", error: expect.stringContaining("cancelled") })
+      expect(byId.get(cancelled!.id)).toMatchObject({
+        status: "cancelled",
+        error: expect.stringContaining("cancelled")
+      })
       // Not this worker's any more: its run stopped, and its outcome is not this worker's to write (the
       // lease it no longer renews may run out meanwhile: that result row is the other worker's).
       expect(byId.has(lost!.id)).toBe(false)

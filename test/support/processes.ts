@@ -14,6 +14,6 @@ export const isRunning = (pid: number): boolean => {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
     return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z"
   } catch {
-    return process.platform === "linux" ? false : true
+    return process.platform !== "linux"
   }
 }
