@@ -8,6 +8,7 @@ import { ConfigProvider, Effect, Fiber, Layer } from "effect"
 import type pg from "pg"
 import { cli } from "../../src/cli/Cli.js"
 import * as Logging from "../../src/cli/Logging.js"
+import * as Tracing from "../../src/tracing/Tracing.js"
 import { until } from "./stats.js"
 
 export interface RunningStageline {
@@ -37,7 +38,8 @@ export const startStageline = async (options: {
   )
   const fiber = Effect.runFork(
     cli(["node", "stageline", "run", "--pipeline", options.pipeline]).pipe(
-      Effect.provide(Layer.mergeAll(NodeContext.layer, Logging.layer)),
+      // As main.ts wires it: with no OTEL_EXPORTER_OTLP_ENDPOINT, tracing is off.
+      Effect.provide(Layer.mergeAll(NodeContext.layer, Logging.layer, Tracing.layer)),
       Effect.withConfigProvider(provider)
     )
   )

@@ -6,10 +6,11 @@
  * All stages of one run share one Scope, closed when the run ends however it ends: what a stage opens for
  * the request (its workspace) lives until then; what it opens for itself it scopes itself.
  */
-import { Data, Deferred, Duration, Effect, Either, Fiber, Schedule } from "effect"
+import { Data, Deferred, Duration, Effect, Either, Fiber, FiberRef, HashMap, Schedule } from "effect"
 import * as Metrics from "../metrics/Metrics.js"
 import type { ClaimedRequest } from "../queue/Request.js"
 import * as RequestSpan from "../tracing/RequestSpan.js"
+import * as Tracing from "../tracing/Tracing.js"
 import { WorkerStopping } from "../worker/Lifecycle.js"
 import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
 import { onAbort } from "./RunAbort.js"
@@ -183,8 +184,10 @@ const fail = (error: unknown): RunOutcome =>
     : { _tag: "ClaimFailed", message: messageOf(error) }
 
 /** Runs one stage of a claimed request, recording in `ctx` what it provides or how it failed. */
-const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo) =>
+const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo, logs: LogContext) =>
   Effect.gen(function* () {
+    // Every log line of the stage says which it is.
+    yield* logs.at(compiled.id)
     const { id: requestId, attempts: attempt } = ctx.request as { id: string; attempts: number }
     // A cancel or a lost lease counts as the run's failure from the moment it happens.
     const aborted = yield* Deferred.poll(run.abort)
@@ -194,7 +197,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
       Effect.all([
         Effect.sync(() => run.stages.push(report)),
         report.outcome === "skipped" ? Effect.void : Metrics.stageRan(report.stage, report.outcome, report.durationMs),
-        Effect.annotateCurrentSpan({
+        Tracing.annotateCurrentSpan({
           "stageline.outcome": report.outcome,
           "stageline.stage_attempts": report.attempts,
           ...(report.reason === undefined ? {} : { "stageline.reason": report.reason })
@@ -267,79 +270,97 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     // The first failure is the one the result reports; a later one (record itself) is logged only.
     if (!failure) ctx.failure = stageFailure
   }).pipe(
-    // Every log line of the stage says which it is; the span is the request span's child, skipped or not.
-    Effect.annotateLogs({ stage: compiled.id }),
-    // The stage's id says where it ran; a stack trace per stage would only name the runner.
-    Effect.withSpan(`stage ${compiled.id}`, {
+    // The span is the request span's child, skipped or not. The stage's id says where it ran; a stack
+    // trace per stage would only name the runner.
+    Tracing.withSpan(`stage ${compiled.id}`, {
       attributes: { "stageline.stage": compiled.id },
       captureStackTrace: false
     })
   )
 
 /**
+ * The log annotations of a run (its worker, request, attempt and stage), set as the run moves on instead
+ * of scoped around each part: `Effect.annotateLogs` saves and restores them every time, which for a stage
+ * that does little cost more than the stage. `runOnce` puts back the annotations it found when it ends.
+ */
+interface LogContext {
+  /** From now on, log lines also say this stage (and the request, once it is claimed). */
+  readonly at: (stage: string) => Effect.Effect<void>
+}
+
+const logContext = (base: HashMap.HashMap<string, unknown>, workerId: string) => {
+  let annotations = HashMap.set(base, "worker_id", workerId)
+  return {
+    claimed: (request: ClaimedRequest) => {
+      annotations = HashMap.set(HashMap.set(annotations, "request_id", request.id), "attempt", request.attempts)
+    },
+    at: (stage: string) => FiberRef.set(FiberRef.currentLogAnnotations, HashMap.set(annotations, "stage", stage))
+  }
+}
+
+/**
  * Claims one request and takes it through the pipeline. `Stopped` means the claim stage declined (the
  * worker is draining, or `--once` found the queue empty); `ClaimFailed` that claiming itself failed.
  */
 export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
-  Effect.scoped(
-    Effect.gen(function* () {
-      const run: RunInfo = {
+  Effect.flatMap(FiberRef.get(FiberRef.currentLogAnnotations), (base) =>
+    Effect.scoped(runClaimed(pipeline, workerId, logContext(base, workerId))).pipe(
+      Effect.ensuring(FiberRef.set(FiberRef.currentLogAnnotations, base))
+    )
+  )
+
+const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: ReturnType<typeof logContext>) =>
+  Effect.gen(function* () {
+    const run: RunInfo = {
+      workerId,
+      pipeline: pipeline.name,
+      startedAt: Date.now(),
+      stages: [],
+      abort: yield* Deferred.make<StageFailure>(),
+      currentStage: null
+    }
+    const ctx: Record<string, unknown> = { run }
+    const [claim, ...rest] = pipeline.stages
+    if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome
+
+    const counter = { attempts: 0 }
+    // Waiting for work is not traced: an idle fiber's polls and its lease's heartbeats (forked here)
+    // would each be a trace of their own every few seconds.
+    yield* logs.at(claim.id)
+    const claimed = yield* attemptStage(claim, ctx, counter, null).pipe(Effect.either, Tracing.untraced)
+    if (Either.isLeft(claimed)) return fail(claimed.left)
+    Object.assign(ctx, claimed.right)
+    run.stages.push({
+      stage: claim.id,
+      outcome: "ok",
+      durationMs: Date.now() - run.startedAt,
+      attempts: counter.attempts
+    })
+    const request = ctx.request as ClaimedRequest
+    logs.claimed(request)
+    yield* logs.at(claim.id)
+    yield* Metrics.claimed(request)
+    const failure = yield* Effect.gen(function* () {
+      yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`)
+      yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run, logs), { discard: true })
+      const failure = (ctx.failure as StageFailure | undefined) ?? null
+      yield* logs.at(pipeline.stages.at(-1)!.id)
+      yield* Effect.logInfo(
+        `request ${request.id} ${failure ? `failed in stage ${failure.stage}` : "ran every stage"} in ${
+          Date.now() - run.startedAt
+        } ms`
+      )
+      return failure
+    }).pipe(
+      Metrics.trackInFlight,
+      RequestSpan.around({
+        request,
         workerId,
         pipeline: pipeline.name,
-        startedAt: Date.now(),
-        stages: [],
-        abort: yield* Deferred.make<StageFailure>(),
-        currentStage: null
-      }
-      const ctx: Record<string, unknown> = { run }
-      const [claim, ...rest] = pipeline.stages
-      if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome
-
-      const counter = { attempts: 0 }
-      // Waiting for work is not traced: an idle fiber's polls and its lease's heartbeats (forked here)
-      // would each be a trace of their own every few seconds.
-      const claimed = yield* attemptStage(claim, ctx, counter, null).pipe(
-        Effect.either,
-        Effect.annotateLogs({ stage: claim.id }),
-        Effect.withTracerEnabled(false)
-      )
-      if (Either.isLeft(claimed)) return fail(claimed.left)
-      Object.assign(ctx, claimed.right)
-      run.stages.push({
-        stage: claim.id,
-        outcome: "ok",
-        durationMs: Date.now() - run.startedAt,
-        attempts: counter.attempts
+        claimStage: claim.id,
+        waitStartedAt: run.startedAt,
+        afterClaim: emit({ _tag: "Claimed", requestId: request.id, attempt: request.attempts, workerId })
       })
-      const request = ctx.request as ClaimedRequest
-      yield* Metrics.claimed(request)
-
-      const failure = yield* Effect.gen(function* () {
-        yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`).pipe(
-          Effect.annotateLogs({ stage: claim.id })
-        )
-        yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run), { discard: true })
-        const failure = (ctx.failure as StageFailure | undefined) ?? null
-        yield* Effect.logInfo(
-          `request ${request.id} ${failure ? `failed in stage ${failure.stage}` : "ran every stage"} in ${
-            Date.now() - run.startedAt
-          } ms`
-        ).pipe(Effect.annotateLogs({ stage: pipeline.stages.at(-1)!.id }))
-        return failure
-      }).pipe(
-        Effect.annotateLogs({ request_id: request.id, attempt: request.attempts }),
-        Metrics.trackInFlight,
-        RequestSpan.around({
-          request,
-          workerId,
-          pipeline: pipeline.name,
-          claimStage: claim.id,
-          waitStartedAt: run.startedAt,
-          afterClaim: emit({ _tag: "Claimed", requestId: request.id, attempt: request.attempts, workerId }).pipe(
-            Effect.annotateLogs({ request_id: request.id, attempt: request.attempts, stage: claim.id })
-          )
-        })
-      )
-      return { _tag: "Processed", requestId: request.id, failure } satisfies RunOutcome
-    }).pipe(Effect.annotateLogs({ worker_id: workerId }))
-  )
+    )
+    return { _tag: "Processed", requestId: request.id, failure } satisfies RunOutcome
+  })

@@ -9,6 +9,7 @@ import { Context, Effect, Layer, Option, Schema } from "effect"
 import * as Batcher from "../db/Batcher.js"
 import * as Prepared from "../db/Prepared.js"
 import * as Metrics from "../metrics/Metrics.js"
+import * as Tracing from "../tracing/Tracing.js"
 import { ClaimedRequest } from "./Request.js"
 
 export interface ResultRow {
@@ -258,7 +259,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
     })
 
     const claim: QueueService["claim"] = (workerId, leaseMs) =>
-      claimTogether({ workerId, leaseMs }).pipe(Effect.withSpan("Queue.claim", noStackTrace))
+      claimTogether({ workerId, leaseMs }).pipe(Tracing.withSpan("Queue.claim", noStackTrace))
 
     const heartbeat: QueueService["heartbeat"] = (leases, leaseMs) =>
       renewLeases([
@@ -271,12 +272,12 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
           const found = new Map(rows.map((row) => [row.id, row.status === "cancelled" ? "cancelled" : "held"] as const))
           return new Map(leases.map((l): [string, LeaseState] => [l.requestId, found.get(l.requestId) ?? "lost"]))
         }),
-        Effect.withSpan("Queue.heartbeat", noStackTrace)
+        Tracing.withSpan("Queue.heartbeat", noStackTrace)
       )
 
     const rescue: QueueService["rescue"] = (maxAttempts, backoffMs, retryCrashes) =>
       sql<Rescued>`SELECT * FROM rescue_expired_leases(${maxAttempts}, ${backoffMs} * interval '1 millisecond', ${retryCrashes})`.pipe(
-        Effect.withSpan("Queue.rescue", noStackTrace)
+        Tracing.withSpan("Queue.rescue", noStackTrace)
       )
 
     const release: QueueService["release"] = (requestId, workerId) =>
@@ -287,7 +288,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
        RETURNING id`.pipe(
         Effect.tap((rows) => (rows.length > 0 ? sql`SELECT pg_notify('stageline_requests', 'released')` : Effect.void)),
         Effect.map((rows) => rows.length > 0),
-        Effect.withSpan("Queue.release", noStackTrace)
+        Tracing.withSpan("Queue.release", noStackTrace)
       )
 
     // Attempts that end at the same moment are recorded together (see Batcher), each exactly as alone.
@@ -304,7 +305,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
             ? Metrics.attemptRecorded(r, outcome === "recorded")
             : Effect.void
         ),
-        Effect.withSpan("Queue.record", noStackTrace)
+        Tracing.withSpan("Queue.record", noStackTrace)
       )
 
     const enqueue: QueueService["enqueue"] = (q) =>

@@ -3,7 +3,7 @@
  * child starts at the row's `claimed_at` (the database's clock, kept within the run's own start and now):
  * the wait for work before it belongs to no request, so it is not traced at all.
  */
-import { Clock, Context, Effect, Exit, Option } from "effect"
+import { Clock, Context, Effect, Exit, FiberRef, Option } from "effect"
 import type { StageFailure } from "../pipeline/RunContext.js"
 import type { ClaimedRequest } from "../queue/Request.js"
 
@@ -28,6 +28,8 @@ export const around =
   (info: RequestSpanInfo) =>
   <E, R>(effect: Effect.Effect<StageFailure | null, E, R>): Effect.Effect<StageFailure | null, E, R> =>
     Effect.gen(function* () {
+      // Tracing off: no span, nothing to parent.
+      if (!(yield* FiberRef.get(FiberRef.currentTracerEnabled))) return yield* Effect.zipRight(info.afterClaim, effect)
       const tracer = yield* Effect.tracer
       const now = yield* Clock.currentTimeNanos
       const { request } = info

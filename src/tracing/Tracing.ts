@@ -2,10 +2,11 @@
  * OpenTelemetry traces through @effect/opentelemetry: Effect's spans (a request, its stages, their queries)
  * become OpenTelemetry spans. Exported over OTLP HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the
  * exporter reads the standard variables itself (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `…_HEADERS`, …).
- * Without it no SDK is loaded, and spans stay in memory at next to no cost.
+ * Without it no SDK is loaded and tracing is off: the engine's spans (see `withSpan` below) are not even
+ * made, since a span nobody exports cost a no-op stage more than the stage itself.
  */
 import type { SpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Config, Effect, Layer, Option } from "effect"
+import { Config, Effect, FiberRef, Layer, Option, type Tracer } from "effect"
 
 export const serviceVersion = "0.1.0"
 
@@ -21,7 +22,7 @@ export const layerWith = (processor: SpanProcessor, serviceName = "stageline") =
 export const layer = Layer.unwrapEffect(
   Effect.gen(function* () {
     const endpoint = yield* Config.option(Config.nonEmptyString("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    if (Option.isNone(endpoint)) return Layer.empty
+    if (Option.isNone(endpoint)) return Layer.setTracerEnabled(false)
     const serviceName = yield* Config.nonEmptyString("OTEL_SERVICE_NAME").pipe(Config.withDefault("stageline"))
     const { OTLPTraceExporter } = yield* Effect.promise(() => import("@opentelemetry/exporter-trace-otlp-http"))
     const { BatchSpanProcessor } = yield* Effect.promise(() => import("@opentelemetry/sdk-trace-base"))
@@ -30,3 +31,26 @@ export const layer = Layer.unwrapEffect(
     return layerWith(new BatchSpanProcessor(new OTLPTraceExporter()), serviceName)
   })
 )
+
+/**
+ * `Effect.withSpan`, only while tracing is on. Effect makes and provides a span even when its tracer is
+ * off, which for the engine's own spans (a stage, a claim) was much of what a request cost.
+ */
+export const withSpan =
+  (name: string, options?: Tracer.SpanOptions) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) =>
+      on ? Effect.withSpan(effect, name, options) : effect
+    )
+
+/** `Effect.withTracerEnabled(false)`, skipped when tracing is off already: setting it costs as a span does. */
+export const untraced = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) =>
+    on ? Effect.withTracerEnabled(effect, false) : effect
+  )
+
+/** `Effect.annotateCurrentSpan`, only while tracing is on: without a span, looking for one makes an error. */
+export const annotateCurrentSpan = (attributes: Record<string, unknown>): Effect.Effect<void> =>
+  Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) =>
+    on ? Effect.annotateCurrentSpan(attributes) : Effect.void
+  )
