@@ -3,7 +3,7 @@
  * through the same `Stage.make` and registry a plugin uses.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Data, Effect, Layer, Schema } from "effect"
+import { Data, Effect, HashMap, Layer, Logger, LogLevel, Schema } from "effect"
 import { compile, type PipelineInvalid } from "../../src/pipeline/Compiler.js"
 import type { StageFailure, StageOutput } from "../../src/pipeline/RunContext.js"
 import { type RunOutcome, runOnce } from "../../src/pipeline/Runner.js"
@@ -106,7 +106,16 @@ const thrower = Stage.make({
     })
 })
 
-const Registry = StageRegistry.stages("test", [fakeClaim, failing, slow, observer, liar, thrower]).pipe(
+const talker = Stage.make({
+  name: "talker",
+  description: "logs a line",
+  options: Schema.Struct({}),
+  requires: ["request"],
+  provides: [],
+  run: () => () => Effect.as(Effect.logInfo("inside the stage"), {})
+})
+
+const Registry = StageRegistry.stages("test", [fakeClaim, failing, slow, observer, liar, thrower, talker]).pipe(
   Layer.provideMerge(StageRegistry.layer)
 )
 
@@ -214,6 +223,37 @@ describe("the pipeline runner", () => {
       expect(failureOf(outcome)!.message).toContain("plugin bug")
       expect(calls.observer).toHaveLength(1)
     })
+  )
+
+  it.effect(
+    "names the worker, request, attempt and stage on a stage's log lines, and leaves the caller's as they were",
+    () =>
+      Effect.gen(function* () {
+        const lines: Array<{ message: string; annotations: Record<string, unknown> }> = []
+        const capture = Logger.make(({ message, annotations }) => {
+          lines.push({ message: String(message), annotations: Object.fromEntries(HashMap.toEntries(annotations)) })
+        })
+        yield* Effect.gen(function* () {
+          yield* runPipeline("  - talker\n")
+          yield* Effect.logInfo("after the run")
+        }).pipe(
+          Effect.annotateLogs({ caller: "outer" }),
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+          Logger.withMinimumLogLevel(LogLevel.Info)
+        )
+        expect(lines.find((l) => l.message === "inside the stage")?.annotations).toEqual({
+          caller: "outer",
+          worker_id: "worker-test",
+          request_id: request.id,
+          attempt: 1,
+          stage: "talker"
+        })
+        expect(lines.find((l) => l.message.startsWith("claimed request"))?.annotations).toMatchObject({
+          request_id: request.id,
+          stage: "fake-claim"
+        })
+        expect(lines.find((l) => l.message === "after the run")?.annotations).toEqual({ caller: "outer" })
+      })
   )
 })
 
