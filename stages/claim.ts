@@ -6,7 +6,7 @@
  * The claim and the release that undoes it on interruption are registered together, uninterruptibly: a
  * request claimed here is either handed to the next stages or put back to pending, never left stranded.
  */
-import { Effect, Exit, Option, Schema } from "effect"
+import { Effect, Exit, Option, Schema, Scope } from "effect"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { Leases } from "../src/queue/Lease.js"
@@ -65,18 +65,22 @@ export default Stage.make({
           queue.claim(workerId, leaseMs).pipe(
             Effect.tap((request) =>
               Option.isSome(request)
-                ? Effect.addFinalizer((exit) =>
-                    Exit.isInterrupted(exit)
-                      ? queue.release(request.value.id, workerId).pipe(
-                          Effect.tap((released) =>
-                            released ? Effect.logInfo(`put request ${request.value.id} back to pending`) : Effect.void
-                          ),
-                          Effect.catchAll((error) =>
-                            Effect.logError(`could not put request ${request.value.id} back to pending`, error)
-                          ),
-                          Effect.annotateLogs({ request_id: request.value.id, attempt: request.value.attempts })
-                        )
-                      : Effect.void
+                ? // On the run's scope directly: `Effect.addFinalizer` would diff and restore the fiber's
+                  // state for every request, to serve only the rare one that is interrupted.
+                  Effect.flatMap(Effect.scope, (scope) =>
+                    Scope.addFinalizerExit(scope, (exit) =>
+                      Exit.isInterrupted(exit)
+                        ? queue.release(request.value.id, workerId).pipe(
+                            Effect.tap((released) =>
+                              released ? Effect.logInfo(`put request ${request.value.id} back to pending`) : Effect.void
+                            ),
+                            Effect.catchAll((error) =>
+                              Effect.logError(`could not put request ${request.value.id} back to pending`, error)
+                            ),
+                            Effect.annotateLogs({ request_id: request.value.id, attempt: request.value.attempts })
+                          )
+                        : Effect.void
+                    )
                   )
                 : Effect.void
             )

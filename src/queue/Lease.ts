@@ -12,7 +12,7 @@
  * lease has passed since the last renewal the database confirmed, it must assume another worker is about
  * to take that request over, and stops its own run first, so the two never run the request at once.
  */
-import { Context, Effect, Layer, type Scope } from "effect"
+import { Context, Effect, Layer, Scope } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import { abortRun } from "../pipeline/RunAbort.js"
 import type { RunInfo, StageFailure } from "../pipeline/RunContext.js"
@@ -134,17 +134,19 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
     // Maintenance: traced, each heartbeat would be a trace of its own every third of a lease.
     yield* Effect.forkScoped(renewer.pipe(Effect.withTracerEnabled(false)))
 
+    // Released by a finalizer added to the run's scope directly: `Effect.addFinalizer` would also diff
+    // and restore the fiber's state around two map deletions.
     const keep: LeaseKeeper["keep"] = (request, run) =>
-      Effect.suspend(() => {
+      Effect.flatMap(Effect.scope, (scope) => {
         const h: Held = { request, run, renewedAt: Date.now() }
         held.set(request.id, h)
-        return Effect.zipRight(
-          wakeups.watchCancel(request.id, () => cancel(run)),
-          Effect.addFinalizer(() =>
-            Effect.sync(() => {
-              if (held.get(request.id) === h) held.delete(request.id)
-            })
-          )
+        const unwatch = wakeups.watchCancel(request.id, () => cancel(run))
+        return Scope.addFinalizer(
+          scope,
+          Effect.sync(() => {
+            unwatch()
+            if (held.get(request.id) === h) held.delete(request.id)
+          })
         )
       })
 

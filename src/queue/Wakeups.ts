@@ -8,7 +8,7 @@
  * silently stops carrying bytes raises no error at all, so the listener also asks the server for a sign of
  * life every few seconds, under the query deadline, and reconnects when none comes.
  */
-import { Context, Effect, Layer, Redacted, type Scope } from "effect"
+import { Context, Effect, Layer, Redacted } from "effect"
 import { connectionConfig, DeadlineClient, deadlines } from "../db/Connections.js"
 import { DatabaseUrl } from "../db/Database.js"
 
@@ -34,8 +34,8 @@ export interface WakeupSource {
   readonly onWake: (ticket: number, wake: () => void) => () => void
   /** Wakes every waiting fiber (used on reconnect, and by tests). */
   readonly wakeAll: Effect.Effect<void>
-  /** Calls `onCancel` when `requestId` is cancelled, for as long as the scope lasts. */
-  readonly watchCancel: (requestId: string, onCancel: () => void) => Effect.Effect<void, never, Scope.Scope>
+  /** Calls `onCancel` when `requestId` is cancelled, until the function it returns is called. */
+  readonly watchCancel: (requestId: string, onCancel: () => void) => () => void
 }
 
 export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSource>() {
@@ -122,11 +122,12 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
       ticket: Effect.sync(() => generation),
       onWake,
       wakeAll: Effect.sync(wake),
-      watchCancel: (requestId, onCancel) =>
-        Effect.acquireRelease(
-          Effect.sync(() => cancelWatchers.set(requestId, onCancel)),
-          () => Effect.sync(() => cancelWatchers.delete(requestId))
-        )
+      watchCancel: (requestId, onCancel) => {
+        cancelWatchers.set(requestId, onCancel)
+        return () => {
+          if (cancelWatchers.get(requestId) === onCancel) cancelWatchers.delete(requestId)
+        }
+      }
     } satisfies WakeupSource
   })
 
