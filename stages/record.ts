@@ -83,43 +83,52 @@ export default Stage.make({
         // What plugin stages added to the run context, under their own keys.
         extra: extraKeys(input)
       }
-      const outcome = yield* queue
-        .record(
-          {
-            requestId: request.id,
-            attempt: request.attempts,
-            workerId: run.workerId,
-            status,
-            output,
-            prUrl: git?.prUrl ?? null,
-            commitSha: git?.headSha ?? null,
-            branchName: git?.branch ?? null,
-            durationMs,
-            error,
-            sessionId: agent?.sessionId ?? null,
-            model: agent?.model ?? null,
-            numTurns: agent?.numTurns ?? null,
-            costUsd: agent?.costUsd ?? null,
-            usage: agent?.usage ?? null
-          },
-          {
-            retryable: (() => {
-              const kind = retryClassOf(input, status)
-              return kind !== null && worker.retryOn.includes(kind)
-            })(),
-            maxAttempts: worker.maxAttempts,
-            backoffMs: worker.retryBackoffMs
-          }
-        )
-        .pipe(
-          Effect.tapError((error) => Effect.logWarning("could not record the outcome; trying again", error)),
-          Effect.retry(
-            Schedule.exponential(Duration.millis(200)).pipe(
-              Schedule.modifyDelay((_, d) => Duration.min(d, Duration.seconds(5))),
-              Schedule.upTo(Duration.millis(worker.leaseMs))
+      const warn = (error: unknown) => Effect.logWarning("could not record the outcome; trying again", error)
+      const write = queue.record(
+        {
+          requestId: request.id,
+          attempt: request.attempts,
+          workerId: run.workerId,
+          status,
+          output,
+          prUrl: git?.prUrl ?? null,
+          commitSha: git?.headSha ?? null,
+          branchName: git?.branch ?? null,
+          durationMs,
+          error,
+          sessionId: agent?.sessionId ?? null,
+          model: agent?.model ?? null,
+          numTurns: agent?.numTurns ?? null,
+          costUsd: agent?.costUsd ?? null,
+          usage: agent?.usage ?? null
+        },
+        {
+          retryable: (() => {
+            const kind = retryClassOf(input, status)
+            return kind !== null && worker.retryOn.includes(kind)
+          })(),
+          maxAttempts: worker.maxAttempts,
+          backoffMs: worker.retryBackoffMs
+        }
+      )
+      const outcome = yield* write.pipe(
+        // Waits 200 ms, then 400, 800, … up to 5 s between tries. The schedule is built only once a write
+        // has failed: almost every write succeeds at once, and building it cost more than the write's call.
+        Effect.catchAll((error) =>
+          warn(error).pipe(
+            Effect.zipRight(Effect.sleep(Duration.millis(200))),
+            Effect.zipRight(
+              Effect.retry(
+                Effect.tapError(write, warn),
+                Schedule.exponential(Duration.millis(400)).pipe(
+                  Schedule.modifyDelay((_, d) => Duration.min(d, Duration.seconds(5))),
+                  Schedule.upTo(Duration.millis(worker.leaseMs))
+                )
+              )
             )
           )
         )
+      )
       if (outcome === "not-owner") {
         yield* Effect.logWarning(
           `request ${request.id} is no longer held by ${run.workerId} (released or taken over); its result was not written`

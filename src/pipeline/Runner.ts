@@ -194,15 +194,19 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     if (aborted._tag === "Some" && ctx.failure === undefined) ctx.failure = yield* aborted.value
     const failure = ctx.failure as StageFailure | undefined
     const finished = (report: StageReport) =>
-      Effect.all([
-        Effect.sync(() => run.stages.push(report)),
-        report.outcome === "skipped" ? Effect.void : Metrics.stageRan(report.stage, report.outcome, report.durationMs),
-        Tracing.annotateCurrentSpan({
-          "stageline.outcome": report.outcome,
-          "stageline.stage_attempts": report.attempts,
-          ...(report.reason === undefined ? {} : { "stageline.reason": report.reason })
-        })
-      ]).pipe(
+      Effect.suspend(() => {
+        run.stages.push(report)
+        return report.outcome === "skipped"
+          ? Effect.void
+          : Metrics.stageRan(report.stage, report.outcome, report.durationMs)
+      }).pipe(
+        Effect.zipRight(
+          Tracing.annotateCurrentSpan({
+            "stageline.outcome": report.outcome,
+            "stageline.stage_attempts": report.attempts,
+            ...(report.reason === undefined ? {} : { "stageline.reason": report.reason })
+          })
+        ),
         Effect.zipRight(
           emit({
             _tag: "StageFinished",
