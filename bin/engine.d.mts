@@ -7,3 +7,4 @@ export interface Engine {
 export declare const compiledIsCurrent: () => boolean
 export declare const runningEngine: () => Engine | null
 export declare const start: () => Promise<void>
+export declare const embeddedModule: (name: string) => string

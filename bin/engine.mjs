@@ -40,14 +40,26 @@ let running = null
 /** The engine this process runs, once `start` has chosen it; `null` before (e.g. under vitest: the sources). */
 export const runningEngine = () => running
 
+const choose = () =>
+  compiledIsCurrent()
+    ? { compiled: true, dir: path.join(root, "dist", "src") }
+    : { compiled: false, dir: path.join(root, "src") }
+
 /** Runs the CLI: compiled if current, else from the sources. */
 export const start = async () => {
-  if (compiledIsCurrent()) {
-    running = { compiled: true, dir: path.join(root, "dist", "src") }
-  } else {
+  running = choose()
+  if (!running.compiled) {
     const { register } = await import("tsx/esm/api")
     register()
-    running = { compiled: false, dir: path.join(root, "src") }
   }
   await import(pathToFileURL(path.join(running.dir, running.compiled ? "main.js" : "main.ts")).href)
+}
+
+/**
+ * Chooses the engine as `start` does, for a process that runs the worker in itself (the benchmarks), and
+ * returns the URL of one of its modules (`"cli/Cli"`). The sources need that process to load TypeScript.
+ */
+export const embeddedModule = (name) => {
+  running ??= choose()
+  return pathToFileURL(path.join(running.dir, running.compiled ? `${name}.js` : `${name}.ts`)).href
 }

@@ -6,10 +6,14 @@
 import { NodeContext } from "@effect/platform-node"
 import { ConfigProvider, Effect, Fiber, Layer } from "effect"
 import type pg from "pg"
-import { cli } from "../../src/cli/Cli.js"
-import * as Logging from "../../src/cli/Logging.js"
-import * as Tracing from "../../src/tracing/Tracing.js"
+import { embeddedModule } from "../../bin/engine.mjs"
 import { until } from "./stats.js"
+
+// The engine `stageline run` runs: compiled (dist/) when it is current, as bin/stageline.mjs chooses, so the
+// figures are those of the JavaScript a worker runs, not of the sources as tsx compiles them on the fly.
+const { cli } = (await import(embeddedModule("cli/Cli"))) as typeof import("../../src/cli/Cli.js")
+const Logging = (await import(embeddedModule("cli/Logging"))) as typeof import("../../src/cli/Logging.js")
+const Tracing = (await import(embeddedModule("tracing/Tracing"))) as typeof import("../../src/tracing/Tracing.js")
 
 export interface RunningStageline {
   readonly stop: () => Promise<void>
