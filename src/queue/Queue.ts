@@ -153,7 +153,7 @@ const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Array<[K, Arr
 }
 
 /**
- * Records attempts in one statement, so one round trip and one commit (record_attempts, sql/000006: for
+ * Records attempts in one statement, so one round trip and one commit (record_attempts, sql/000006 and 000007: for
  * each attempt it decides the next status and writes it with the result row, only while the request is
  * still this worker's, exactly as one attempt alone was recorded before).
  */

@@ -127,6 +127,82 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
     }).pipe(Effect.provide(Queue.layer))
   )
 
+  it.effect("a record alone decides and writes exactly what the same record in a group does", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const queue = yield* Queue
+      const noRetry = { retryable: false, maxAttempts: 1, backoffMs: 0 }
+      const retry = { retryable: true, maxAttempts: 1, backoffMs: 60_000 }
+      // Every outcome record can have, each on a request of its own, recorded one at a time (each alone,
+      // so through the statement for one) or all at once (one statement for the group).
+      const scenario = (together: boolean) =>
+        Effect.gen(function* () {
+          yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+          const insert = (prompt: string, status: string, maxAttempts: number | null = null) =>
+            sql<{ id: string }>`INSERT INTO orchestration_requests
+                (prompt, status, attempts, claimed_by, claimed_at, max_attempts, lease_expires_at, current_stage)
+              VALUES (${prompt}, ${status}, 1, ${`w/${prompt}`}, now(), ${maxAttempts}, now() + interval '1 minute',
+                'noop')
+              RETURNING id`.pipe(Effect.map((r) => r[0]!.id))
+          const ids = {
+            done: yield* insert("done", "processing"),
+            again: yield* insert("again", "processing", 3),
+            spent: yield* insert("spent", "processing"),
+            lost: yield* insert("lost", "processing"),
+            twice: yield* insert("twice", "processing"),
+            cancelled: yield* insert("cancelled", "cancelled"),
+            bare: yield* insert("bare", "processing")
+          }
+          yield* queue.record(resultOf(ids.twice, "w/twice", "success"), noRetry)
+          const records = [
+            queue.record(resultOf(ids.done, "w/done", "success"), noRetry),
+            queue.record(resultOf(ids.again, "w/again", "error"), retry),
+            queue.record(resultOf(ids.spent, "w/spent", "timeout"), retry),
+            queue.record(resultOf(ids.lost, "w/somebody-else", "success"), noRetry),
+            queue.record(resultOf(ids.twice, "w/twice", "success"), noRetry),
+            queue.record(resultOf(ids.cancelled, "w/cancelled", "success"), noRetry),
+            queue.record(
+              { ...resultOf(ids.bare, "w/bare", "partial"), output: null, usage: null, costUsd: null },
+              noRetry
+            )
+          ]
+          const outcomes = yield* Effect.all(records, { concurrency: together ? "unbounded" : 1 })
+          const requests = yield* sql`SELECT prompt, status, attempts, claimed_by, claimed_at IS NULL AS unclaimed,
+              last_error, run_after > now() + interval '50 seconds' AS later, finished_at IS NULL AS unfinished,
+              lease_expires_at IS NULL AS unleased, current_stage
+            FROM orchestration_requests ORDER BY prompt`
+          const results = yield* sql`SELECT q.prompt, r.attempt, r.worker_id, r.status, r.output, r.pr_url,
+              r.commit_sha, r.branch_name, r.duration_ms, r.error, r.session_id, r.model, r.num_turns, r.cost_usd,
+              r.usage, r.output IS NULL AS no_output, r.usage IS NULL AS no_usage
+            FROM orchestration_results AS r JOIN orchestration_requests AS q ON q.id = r.request_id
+            ORDER BY q.prompt, r.attempt`
+          const statements = yield* sql<{ n: number }>`SELECT count(DISTINCT created_at)::int AS n
+            FROM orchestration_results`
+          return { outcomes, requests, results, statements: statements[0]!.n }
+        })
+      const alone = yield* scenario(false)
+      const together = yield* scenario(true)
+      expect(alone.outcomes).toEqual([
+        "recorded",
+        "retrying",
+        "recorded",
+        "not-owner",
+        "already-recorded",
+        "recorded",
+        "recorded"
+      ])
+      // The earlier record of "twice", then one statement per record alone, or one for the group.
+      expect(alone.statements).toBe(6)
+      expect(together.statements).toBe(2)
+      expect(together.outcomes).toEqual(alone.outcomes)
+      expect(together.requests).toEqual(alone.requests)
+      expect(together.results).toEqual(alone.results)
+      // A request cancelled meanwhile stays cancelled; an absent output is no output, not JSON null.
+      expect(alone.requests.find((r) => r.prompt === "cancelled")).toMatchObject({ status: "cancelled" })
+      expect(alone.results.find((r) => r.prompt === "bare")).toMatchObject({ no_output: true, no_usage: true })
+    }).pipe(Effect.provide(Queue.layer))
+  )
+
   it.effect("neither claims nor records wait on the key-share locks that inserting events takes", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
