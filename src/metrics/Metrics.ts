@@ -66,7 +66,7 @@ export const agentCost = Metric.counter("stageline_agent_cost_usd_total", {
   incremental: true
 })
 
-export const agentTokens = Metric.counter("stageline_agent_tokens_total", {
+const agentTokens = MetricKey.counter("stageline_agent_tokens_total", {
   description: "The agents' reported tokens, by kind (input, output, cache_read, cache_creation).",
   incremental: true
 })
@@ -84,6 +84,8 @@ const attemptsOf = memo((status: string, retried: "true" | "false") =>
 
 const requestsOf = memo((status: string) => Metric.fromMetricKey(MetricKey.tagged(requests, "status", status)))
 
+const tokensOf = memo((kind: string) => Metric.fromMetricKey(MetricKey.tagged(agentTokens, "kind", kind)))
+
 /** What a recorded attempt adds: its status, and the agent's cost and tokens when it reported them. */
 export const attemptRecorded = (result: ResultRow, final: boolean) =>
   Effect.gen(function* () {
@@ -93,7 +95,7 @@ export const attemptRecorded = (result: ResultRow, final: boolean) =>
     const usage = (result.usage ?? {}) as Record<string, unknown>
     for (const [kind, key] of tokenKinds) {
       const n = usage[key]
-      if (typeof n === "number" && n > 0) yield* Metric.incrementBy(Metric.tagged(agentTokens, "kind", kind), n)
+      if (typeof n === "number" && n > 0) yield* Metric.incrementBy(tokensOf(kind), n)
     }
   })
 

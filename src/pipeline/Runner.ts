@@ -328,8 +328,7 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: ReturnTy
     if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome
 
     const counter = { attempts: 0 }
-    // Waiting for work is not traced: an idle fiber's polls and its lease's heartbeats (forked here)
-    // would each be a trace of their own every few seconds.
+    // Waiting for work is not traced: each of an idle fiber's polls would be a trace of its own.
     yield* logs.at(claim.id)
     const claimed = yield* attemptStage(claim, ctx, counter, null).pipe(Effect.either, Tracing.untraced)
     if (Either.isLeft(claimed)) return fail(claimed.left)

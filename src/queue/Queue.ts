@@ -153,9 +153,10 @@ const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Array<[K, Arr
 }
 
 /**
- * Records attempts in one statement, so one round trip and one commit (record_attempts, sql/000006 and 000007: for
- * each attempt it decides the next status and writes it with the result row, only while the request is
- * still this worker's, exactly as one attempt alone was recorded before).
+ * Records attempts in one statement, so one round trip and one commit (record_attempts, sql/000006, with
+ * a branch for a lone attempt in 000007: for each attempt it decides the next status and writes it with
+ * the result row, only while the request is still this worker's, exactly as one attempt alone was
+ * recorded before).
  */
 const recordMany = (
   recordAttempts: Prepared.PreparedStatement<{ status: string | null; existing: boolean }>,
@@ -199,9 +200,9 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
   static readonly make = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const pool = yield* Prepared.PgPool
-    // The statements every request runs, prepared (see Prepared); the rest are rare.
-    // The columns a claim hands on, named, so that what a prepared claim returns stays what it was
-    // planned to return whatever a later migration adds to the table or the function.
+    // The statements every request runs, prepared (see Prepared); the rest are rare. The claim names the
+    // columns it hands on, so that what a prepared claim returns stays what it was planned to return
+    // whatever a later migration adds to the table or the function.
     const claimNext = Prepared.prepare<unknown>(
       pool,
       "stageline_claim_v1",
