@@ -54,8 +54,10 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
       held.delete(h.request.id)
       abortRun(h.run, aborted(h.run, "LeaseLost", "error", message))
     }
+    // The renewer is forked with the layer, outside any run: its lines name the run they speak of.
     const logFor = (h: Held) =>
       Effect.annotateLogs({
+        worker_id: h.run.workerId,
         request_id: h.request.id,
         attempt: h.request.attempts,
         stage: h.run.currentStage ?? "claim"
@@ -89,6 +91,21 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
                     )
                     continue
                   }
+                  if (state === "busy") {
+                    // Locked by another transaction: not renewed this time. Held that way for most of the
+                    // lease, it must be given up like one the database cannot be reached to renew.
+                    const since = Date.now() - h.renewedAt
+                    if (since >= giveUpAfter) {
+                      yield* Effect.logError(
+                        `could not renew the lease of request ${h.request.id} for ${since} ms: another transaction holds its row locked; stopping its run before the lease runs out`
+                      ).pipe(logFor(h))
+                      lose(
+                        h,
+                        `the worker ${h.run.workerId} could not renew its lease for ${since} ms (another transaction held the request's row locked), and stopped the run so that no other worker runs it at the same time`
+                      )
+                    }
+                    continue
+                  }
                   h.renewedAt = sent
                   if (state === "cancelled") cancel(h.run)
                 }
@@ -112,7 +129,12 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
               yield* Effect.logWarning(
                 `could not renew the lease of ${remaining.length} request(s); trying again`,
                 answer.left
-              ).pipe(Effect.annotateLogs({ request_ids: remaining.map((h) => h.request.id).join(",") }))
+              ).pipe(
+                Effect.annotateLogs({
+                  worker_ids: [...new Set(remaining.map((h) => h.run.workerId))].join(","),
+                  request_ids: remaining.map((h) => h.request.id).join(",")
+                })
+              )
               // Try again soon, but leave time for one more attempt before the first of them gives up.
               const soonest = Math.min(...remaining.map((h) => h.renewedAt + giveUpAfter - now))
               return Math.max(50, Math.min(1_000, Math.floor(soonest / 2)))
@@ -135,9 +157,19 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
     yield* Effect.forkScoped(renewer.pipe(Effect.withTracerEnabled(false)))
 
     // Released by a finalizer added to the run's scope directly: `Effect.addFinalizer` would also diff
-    // and restore the fiber's state around two map deletions.
+    // and restore the fiber's state around two map deletions. Uninterruptible, so that what is registered
+    // is always released.
     const keep: LeaseKeeper["keep"] = (request, run) =>
       Effect.flatMap(Effect.scope, (scope) => {
+        // Claimed again while an earlier run of it still holds it here (its lease ran out meanwhile, and it
+        // was put back): the earlier run has lost it, and must stop, as its heartbeat would have found.
+        const earlier = held.get(request.id)
+        if (earlier !== undefined) {
+          lose(
+            earlier,
+            `request ${request.id} is no longer held by ${earlier.run.workerId}: ${run.workerId} claimed it again`
+          )
+        }
         const h: Held = { request, run, renewedAt: Date.now() }
         held.set(request.id, h)
         const unwatch = wakeups.watchCancel(request.id, () => cancel(run))
@@ -148,7 +180,7 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
             if (held.get(request.id) === h) held.delete(request.id)
           })
         )
-      })
+      }).pipe(Effect.uninterruptible)
 
     return { keep } satisfies LeaseKeeper
   })

@@ -42,8 +42,11 @@ export interface RetryPolicy {
   readonly backoffMs: number
 }
 
-/** What a heartbeat found: the request is still ours, was cancelled, or is no longer ours. */
-export type LeaseState = "held" | "cancelled" | "lost"
+/**
+ * What a heartbeat found: the request is still ours (its lease renewed), was cancelled, is no longer ours,
+ * or is ours but locked by another transaction, so its lease was not renewed this time.
+ */
+export type LeaseState = "held" | "cancelled" | "lost" | "busy"
 
 /** A request a worker fiber holds, as its heartbeat names it. */
 export interface HeldLease {
@@ -215,10 +218,11 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       "SELECT * FROM record_attempts($1::jsonb)"
     )
     // Rows locked in id order, as record_attempts locks them, so that the two never wait on each other in
-    // a circle.
-    const renewLeases = Prepared.prepare<{ id: string; status: string }>(
+    // a circle; and a row another transaction holds locked (an operator's, a cancel's) is skipped, not
+    // waited for: read as it stands, it is reported busy, so one locked row holds up no other lease.
+    const renewLeases = Prepared.prepare<{ id: string; status: string; renewed: boolean }>(
       pool,
-      "stageline_heartbeat_v2",
+      "stageline_heartbeat_v3",
       `WITH held AS (
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS h (id, worker_id, stage)
        ), locked AS (
@@ -227,16 +231,24 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
            JOIN held AS h ON h.id = q.id AND h.worker_id = q.claimed_by
           WHERE q.id = ANY ($1::uuid[]) AND q.status IN ('processing', 'cancelled')
           ORDER BY q.id
-            FOR NO KEY UPDATE OF q
+            FOR NO KEY UPDATE OF q SKIP LOCKED
+       ), renewed AS (
+         UPDATE orchestration_requests AS q
+            SET lease_expires_at = CASE WHEN q.status = 'processing' THEN now() + $4 * interval '1 millisecond'
+                                        ELSE q.lease_expires_at END,
+                heartbeat_at = now(),
+                current_stage = l.stage
+           FROM locked AS l
+          WHERE q.id = l.id
+      RETURNING q.id, q.status
        )
-       UPDATE orchestration_requests AS q
-          SET lease_expires_at = CASE WHEN q.status = 'processing' THEN now() + $4 * interval '1 millisecond'
-                                      ELSE q.lease_expires_at END,
-              heartbeat_at = now(),
-              current_stage = l.stage
-         FROM locked AS l
-        WHERE q.id = l.id
-    RETURNING q.id, q.status`
+       SELECT id, status, true AS renewed FROM renewed
+        UNION ALL
+       SELECT q.id, q.status, false
+         FROM orchestration_requests AS q
+         JOIN held AS h ON h.id = q.id AND h.worker_id = q.claimed_by
+        WHERE q.id = ANY ($1::uuid[]) AND q.status IN ('processing', 'cancelled')
+          AND q.id NOT IN (SELECT id FROM renewed)`
     )
 
     // Fibers that look for work at the same moment claim together (see Batcher): one statement names
@@ -270,7 +282,12 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         leaseMs
       ]).pipe(
         Effect.map((rows) => {
-          const found = new Map(rows.map((row) => [row.id, row.status === "cancelled" ? "cancelled" : "held"] as const))
+          const found = new Map(
+            rows.map((row): [string, LeaseState] => [
+              row.id,
+              !row.renewed ? "busy" : row.status === "cancelled" ? "cancelled" : "held"
+            ])
+          )
           return new Map(leases.map((l): [string, LeaseState] => [l.requestId, found.get(l.requestId) ?? "lost"]))
         }),
         Tracing.withSpan("Queue.heartbeat", noStackTrace)

@@ -5,7 +5,9 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Fiber, Redacted } from "effect"
+import pg from "pg"
+import { DatabaseUrl } from "../../src/db/Database.js"
 import { runOnce, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
@@ -61,6 +63,91 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("lease
       const [stopped] = yield* sql<{ message: string }>`SELECT message FROM orchestration_events
         WHERE request_id = ${lost!.id} AND kind = 'stage-finished' AND stage = 'execute-mclaude'`
       expect(stopped?.message).toContain("no longer held by")
+    })
+  )
+
+  it.effect(
+    "skip a row another transaction holds locked, renewing the rest, and stop its run before its lease runs out",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+        const [locked, other] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, priority)
+        VALUES ('@sleep 30000', 2), ('@sleep 3000', 1) RETURNING id`
+        const { file } = writePipeline({ stages })
+        const worker = yield* Effect.fork(runOnce(file, { workerCount: 2, leaseMs: 900 }))
+        const heartbeatOf = (id: string) =>
+          Effect.map(
+            sql<{ at: Date | null }>`SELECT heartbeat_at AS at FROM orchestration_requests
+            WHERE id = ${id} AND status = 'processing'`,
+            (rows) => rows[0]?.at?.getTime() ?? null
+          )
+        while ((yield* heartbeatOf(locked!.id)) === null || (yield* heartbeatOf(other!.id)) === null) {
+          yield* Effect.sleep(50)
+        }
+        // An operator's transaction holds the row (as an UPDATE would), and does not let go.
+        const holder = new pg.Client({ connectionString: Redacted.value(yield* DatabaseUrl) })
+        yield* Effect.promise(() => holder.connect())
+        yield* Effect.promise(() => holder.query("BEGIN"))
+        yield* Effect.promise(() =>
+          holder.query("SELECT 1 FROM orchestration_requests WHERE id = $1 FOR NO KEY UPDATE", [locked!.id])
+        )
+        const otherBefore = (yield* heartbeatOf(other!.id))!
+        const stopped = () =>
+          sql<{ message: string }>`SELECT message FROM orchestration_events
+          WHERE request_id = ${locked!.id} AND kind = 'stage-finished' AND stage = 'execute-mclaude'`
+        let message: string | undefined
+        while (message === undefined) {
+          yield* Effect.sleep(50)
+          message = (yield* stopped())[0]?.message
+        }
+        expect(message).toContain("another transaction held the request's row locked")
+        // The other request's lease went on being renewed meanwhile.
+        expect(yield* heartbeatOf(other!.id)).toBeGreaterThan(otherBefore)
+        yield* Effect.promise(() => holder.query("ROLLBACK"))
+        yield* Effect.promise(() => holder.end())
+        yield* Fiber.join(worker)
+        const results = yield* sql<{ request_id: string; status: string }>`SELECT request_id, status
+        FROM orchestration_results`
+        expect(new Map(results.map((r) => [r.request_id, r.status]))).toEqual(
+          new Map([
+            [locked!.id, "error"],
+            [other!.id, "success"]
+          ])
+        )
+      })
+  )
+
+  it.effect("stop a run whose request another fiber of the same worker claimed again", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      // The second fiber runs a short request meanwhile, and looks for work again when it is done (with
+      // --once, a fiber that finds the queue empty stops).
+      const [request, short] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, priority)
+        VALUES ('@sleep 5000', 2), ('@sleep 1500', 1) RETURNING id`
+      const { file } = writePipeline({ stages })
+      const worker = yield* Effect.fork(runOnce(file, { workerCount: 2, leaseMs: 30_000 }))
+      const processing = () =>
+        sql<{ id: string; claimed_by: string }>`SELECT id, claimed_by FROM orchestration_requests
+          WHERE status = 'processing'`
+      while ((yield* processing()).length < 2) yield* Effect.sleep(20)
+      const firstWorker = (yield* processing()).find((r) => r.id === request!.id)!.claimed_by
+      // Put back to pending under the running attempt, as a rescue of a lease that ran out would.
+      yield* sql`UPDATE orchestration_requests SET status = 'pending', claimed_by = NULL, claimed_at = NULL
+        WHERE id = ${request!.id}`
+      yield* sql`SELECT pg_notify('stageline_requests', 'released')`
+      yield* Fiber.join(worker)
+      const [stopped] = yield* sql<{ message: string | null }>`SELECT message FROM orchestration_events
+        WHERE request_id = ${request!.id} AND attempt = 1 AND kind = 'stage-finished' AND stage = 'execute-mclaude'`
+      expect(stopped?.message).toContain(`no longer held by ${firstWorker}`)
+      // The second attempt, in the other fiber, is the one whose outcome is written.
+      const results = yield* sql<{ attempt: number; worker_id: string; status: string }>`SELECT attempt, worker_id,
+          status FROM orchestration_results WHERE request_id = ${request!.id}`
+      expect((yield* sql`SELECT 1 FROM orchestration_results WHERE request_id = ${short!.id}`).length).toBe(1)
+      expect(results).toHaveLength(1)
+      expect(results[0]).toMatchObject({ attempt: 2, status: "success" })
+      expect(results[0]!.worker_id).not.toBe(firstWorker)
     })
   )
 })
