@@ -20,15 +20,45 @@ export type PreparedStatement<Row> = (
 /**
  * Binds `text` to `name` on `pool`. The name must be unique to the text: a connection that has a
  * statement of that name runs it without reading `text` again.
+ *
+ * A caller interrupted while the statement runs (a heartbeat's timeout) asks the server to cancel it, as
+ * @effect/sql-pg does, so that the connection is not held by a statement nobody waits for.
  */
 export const prepare =
   <Row>(pool: pg.Pool, name: string, text: string): PreparedStatement<Row> =>
   (values) =>
-    // No canceller: a query `pg` has sent cannot be taken back; an interrupted caller just stops waiting.
     Effect.async<ReadonlyArray<Row>, SqlError.SqlError>((resume) => {
-      pool.query({ name, text, values: values as Array<unknown> }, (error: Error | undefined, result) => {
-        if (error) {
-          resume(Effect.fail(new SqlError.SqlError({ cause: error, message: `Failed to execute ${name}` })))
-        } else resume(Effect.succeed(result.rows as ReadonlyArray<Row>))
+      let client: pg.PoolClient | undefined
+      let settled = false
+      pool.connect((error, connected, release) => {
+        if (error || connected === undefined) {
+          if (!settled) {
+            settled = true
+            resume(Effect.fail(new SqlError.SqlError({ cause: error, message: "Failed to acquire connection" })))
+          }
+          return
+        }
+        if (settled) {
+          release()
+          return
+        }
+        client = connected
+        connected.query({ name, text, values: values as Array<unknown> }, (error: Error | undefined, result) => {
+          client = undefined
+          // As pool.query does, a connection whose statement failed is not handed out again; nor one whose
+          // statement was cancelled, since the cancel may still be on its way and would hit the next one.
+          release(error ?? (settled ? new Error("the statement's caller was interrupted") : undefined))
+          if (settled) return
+          settled = true
+          if (error) {
+            resume(Effect.fail(new SqlError.SqlError({ cause: error, message: `Failed to execute ${name}` })))
+          } else resume(Effect.succeed(result.rows as ReadonlyArray<Row>))
+        })
+      })
+      return Effect.sync(() => {
+        settled = true
+        // The server's id for the connection, which pg keeps but does not declare.
+        const backend = (client as { processID?: number } | undefined)?.processID
+        if (backend !== undefined) pool.query("SELECT pg_cancel_backend($1)", [backend]).catch(() => {})
       })
     })
