@@ -112,22 +112,24 @@ export default Stage.make({
         }
       )
       const outcome = yield* write.pipe(
-        // Waits 200 ms, then 400, 800, … up to 5 s between tries. The schedule is built only once a write
-        // has failed: almost every write succeeds at once, and building it cost more than the write's call.
-        Effect.catchAll((error) =>
-          warn(error).pipe(
+        // Waits 200 ms, then 400, 800, … up to 5 s between tries, for as long as a lease from the first
+        // failure. The schedule is built only once a write has failed: almost every write succeeds at once,
+        // and building it cost more than the write's call.
+        Effect.catchAll((error) => {
+          const failedAt = Date.now()
+          return warn(error).pipe(
             Effect.zipRight(Effect.sleep(Duration.millis(200))),
             Effect.zipRight(
               Effect.retry(
                 Effect.tapError(write, warn),
                 Schedule.exponential(Duration.millis(400)).pipe(
                   Schedule.modifyDelay((_, d) => Duration.min(d, Duration.seconds(5))),
-                  Schedule.upTo(Duration.millis(worker.leaseMs))
+                  Schedule.check(() => Date.now() - failedAt < worker.leaseMs)
                 )
               )
             )
           )
-        )
+        })
       )
       if (outcome === "not-owner") {
         yield* Effect.logWarning(
