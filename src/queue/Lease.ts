@@ -63,6 +63,30 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
         stage: h.run.currentStage ?? "claim"
       })
 
+    /**
+     * A lease the database has not confirmed for most of its time is given up: the run stops before
+     * another worker may take the request over. `reason` says what kept it from being renewed.
+     */
+    const giveUpIfDue = (
+      h: Held,
+      now: number,
+      reason: { readonly logged: string; readonly couldNot: string; readonly because: string },
+      cause?: unknown
+    ) => {
+      const since = now - h.renewedAt
+      if (since < giveUpAfter) return Effect.void
+      const message = `could not renew the lease of request ${h.request.id} for ${since} ms${reason.logged}; stopping its run before the lease runs out`
+      return (cause === undefined ? Effect.logError(message) : Effect.logError(message, cause)).pipe(
+        logFor(h),
+        Effect.andThen(() =>
+          lose(
+            h,
+            `the worker ${h.run.workerId} could not ${reason.couldNot} for ${since} ms${reason.because}, and stopped the run so that no other worker runs it at the same time`
+          )
+        )
+      )
+    }
+
     /** One heartbeat for every request held now; returns how long to wait for the next. */
     const beat = Effect.suspend(() => {
       const batch = [...held.values()]
@@ -93,17 +117,12 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
                   }
                   if (state === "busy") {
                     // Locked by another transaction: not renewed this time. Held that way for most of the
-                    // lease, it must be given up like one the database cannot be reached to renew.
-                    const since = Date.now() - h.renewedAt
-                    if (since >= giveUpAfter) {
-                      yield* Effect.logError(
-                        `could not renew the lease of request ${h.request.id} for ${since} ms: another transaction holds its row locked; stopping its run before the lease runs out`
-                      ).pipe(logFor(h))
-                      lose(
-                        h,
-                        `the worker ${h.run.workerId} could not renew its lease for ${since} ms (another transaction held the request's row locked), and stopped the run so that no other worker runs it at the same time`
-                      )
-                    }
+                    // lease, it is given up like one the database cannot be reached to renew.
+                    yield* giveUpIfDue(h, Date.now(), {
+                      logged: ": another transaction holds its row locked",
+                      couldNot: "renew its lease",
+                      because: " (another transaction held the request's row locked)"
+                    })
                     continue
                   }
                   h.renewedAt = sent
@@ -113,15 +132,11 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
               }
               const now = Date.now()
               for (const h of still) {
-                const since = now - h.renewedAt
-                if (since < giveUpAfter) continue
-                yield* Effect.logError(
-                  `could not renew the lease of request ${h.request.id} for ${since} ms; stopping its run before the lease runs out`,
-                  answer.left
-                ).pipe(logFor(h))
-                lose(
+                yield* giveUpIfDue(
                   h,
-                  `the worker ${h.run.workerId} could not reach the database to renew its lease for ${since} ms, and stopped the run so that no other worker runs it at the same time`
+                  now,
+                  { logged: "", couldNot: "reach the database to renew its lease", because: "" },
+                  answer.left
                 )
               }
               const remaining = still.filter((h) => held.get(h.request.id) === h)
