@@ -3,9 +3,10 @@
  * child starts at the row's `claimed_at` (the database's clock, kept within the run's own start and now):
  * the wait for work before it belongs to no request, so it is not traced at all.
  */
-import { Clock, Context, Effect, Exit, FiberRef, Option } from "effect"
+import { Clock, Context, Effect, Exit, Option } from "effect"
 import type { StageFailure } from "../pipeline/RunContext.js"
 import type { ClaimedRequest } from "../queue/Request.js"
+import { whenTracing } from "./Tracing.js"
 
 export interface RequestSpanInfo {
   readonly request: ClaimedRequest
@@ -27,43 +28,45 @@ const clamp = (value: bigint, low: bigint, high: bigint) => (value < low ? low :
 export const around =
   (info: RequestSpanInfo) =>
   <E, R>(effect: Effect.Effect<StageFailure | null, E, R>): Effect.Effect<StageFailure | null, E, R> =>
-    Effect.gen(function* () {
-      // Tracing off: no span, nothing to parent.
-      if (!(yield* FiberRef.get(FiberRef.currentTracerEnabled))) return yield* Effect.zipRight(info.afterClaim, effect)
-      const tracer = yield* Effect.tracer
-      const now = yield* Clock.currentTimeNanos
-      const { request } = info
-      const claimedAt = clamp(
-        request.claimed_at === null ? now : nanos(request.claimed_at.getTime()),
-        nanos(info.waitStartedAt),
-        now
-      )
-      const span = tracer.span("request", Option.none(), Context.empty(), [], claimedAt, "consumer", { root: true })
-      span.attribute("stageline.request_id", request.id)
-      span.attribute("stageline.attempt", request.attempts)
-      span.attribute("stageline.worker_id", info.workerId)
-      span.attribute("stageline.pipeline", info.pipeline)
-      const claimSpan = tracer.span(
-        `stage ${info.claimStage}`,
-        Option.some(span),
-        Context.empty(),
-        [],
-        claimedAt,
-        "internal"
-      )
-      claimSpan.attribute("stageline.stage", info.claimStage)
-      claimSpan.attribute("stageline.outcome", "ok")
-      yield* info.afterClaim.pipe(Effect.withParentSpan(claimSpan))
-      claimSpan.end(yield* Clock.currentTimeNanos, Exit.void)
-      return yield* effect.pipe(
-        Effect.withParentSpan(span),
-        Effect.tap((failure) =>
-          Effect.sync(() => {
-            if (failure === null) return
-            span.attribute("stageline.failed_stage", failure.stage)
-            span.attribute("stageline.failure", failure.message)
-          })
-        ),
-        Effect.onExit((exit) => Effect.flatMap(Clock.currentTimeNanos, (end) => Effect.sync(() => span.end(end, exit))))
-      )
-    })
+    // Tracing off: no span, nothing to parent.
+    whenTracing(traced(info, effect), Effect.zipRight(info.afterClaim, effect))
+
+const traced = <E, R>(info: RequestSpanInfo, effect: Effect.Effect<StageFailure | null, E, R>) =>
+  Effect.gen(function* () {
+    const tracer = yield* Effect.tracer
+    const now = yield* Clock.currentTimeNanos
+    const { request } = info
+    const claimedAt = clamp(
+      request.claimed_at === null ? now : nanos(request.claimed_at.getTime()),
+      nanos(info.waitStartedAt),
+      now
+    )
+    const span = tracer.span("request", Option.none(), Context.empty(), [], claimedAt, "consumer", { root: true })
+    span.attribute("stageline.request_id", request.id)
+    span.attribute("stageline.attempt", request.attempts)
+    span.attribute("stageline.worker_id", info.workerId)
+    span.attribute("stageline.pipeline", info.pipeline)
+    const claimSpan = tracer.span(
+      `stage ${info.claimStage}`,
+      Option.some(span),
+      Context.empty(),
+      [],
+      claimedAt,
+      "internal"
+    )
+    claimSpan.attribute("stageline.stage", info.claimStage)
+    claimSpan.attribute("stageline.outcome", "ok")
+    yield* info.afterClaim.pipe(Effect.withParentSpan(claimSpan))
+    claimSpan.end(yield* Clock.currentTimeNanos, Exit.void)
+    return yield* effect.pipe(
+      Effect.withParentSpan(span),
+      Effect.tap((failure) =>
+        Effect.sync(() => {
+          if (failure === null) return
+          span.attribute("stageline.failed_stage", failure.stage)
+          span.attribute("stageline.failure", failure.message)
+        })
+      ),
+      Effect.onExit((exit) => Effect.flatMap(Clock.currentTimeNanos, (end) => Effect.sync(() => span.end(end, exit))))
+    )
+  })

@@ -32,6 +32,12 @@ export const layer = Layer.unwrapEffect(
   })
 )
 
+/** `traced` while tracing is on, else `plain`: the engine's spans are made only when traces go somewhere. */
+export const whenTracing = <A, E, R>(
+  traced: Effect.Effect<A, E, R>,
+  plain: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> => Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) => (on ? traced : plain))
+
 /**
  * `Effect.withSpan`, only while tracing is on. Effect makes and provides a span even when its tracer is
  * off, which for the engine's own spans (a stage, a claim) was much of what a request cost.
@@ -39,18 +45,12 @@ export const layer = Layer.unwrapEffect(
 export const withSpan =
   (name: string, options?: Tracer.SpanOptions) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) =>
-      on ? Effect.withSpan(effect, name, options) : effect
-    )
+    whenTracing(Effect.withSpan(effect, name, options), effect)
 
 /** `Effect.withTracerEnabled(false)`, skipped when tracing is off already: setting it costs as a span does. */
 export const untraced = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) =>
-    on ? Effect.withTracerEnabled(effect, false) : effect
-  )
+  whenTracing(Effect.withTracerEnabled(effect, false), effect)
 
 /** `Effect.annotateCurrentSpan`, only while tracing is on: without a span, looking for one makes an error. */
 export const annotateCurrentSpan = (attributes: Record<string, unknown>): Effect.Effect<void> =>
-  Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) =>
-    on ? Effect.annotateCurrentSpan(attributes) : Effect.void
-  )
+  whenTracing(Effect.annotateCurrentSpan(attributes), Effect.void)
