@@ -288,11 +288,13 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
  * that does little cost more than the stage. `runOnce` puts back the annotations it found when it ends.
  */
 interface LogContext {
+  /** The request, once claimed, is named on every line set from then on. */
+  readonly claimed: (request: ClaimedRequest) => void
   /** From now on, log lines also say this stage (and the request, once it is claimed). */
   readonly at: (stage: string) => Effect.Effect<void>
 }
 
-const logContext = (base: HashMap.HashMap<string, unknown>, workerId: string) => {
+const logContext = (base: HashMap.HashMap<string, unknown>, workerId: string): LogContext => {
   let annotations = HashMap.set(base, "worker_id", workerId)
   return {
     claimed: (request: ClaimedRequest) => {
@@ -313,7 +315,7 @@ export const runOnce = (pipeline: CompiledPipeline, workerId: string) =>
     )
   )
 
-const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: ReturnType<typeof logContext>) =>
+const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogContext) =>
   Effect.gen(function* () {
     const run: RunInfo = {
       workerId,
