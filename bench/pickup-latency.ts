@@ -1,9 +1,10 @@
 /**
  * Pickup latency: jobs inserted one at a time into an idle worker (concurrency 1), each timed from the
  * moment its INSERT committed (as the inserting client sees it) to the start of its handler: for stageline
- * the first stage after the claim (the noop plugin reports its start in the result row), for
- * graphile-worker and pg-boss their task function. All the systems' workers run at once, idle, and take
- * turns in blocks, so the machine's load falls on each of them alike.
+ * the first stage after the claim, for graphile-worker and pg-boss their task function. Each handler tells
+ * the benchmark, in the same process, when it started (the noop plugin also writes it in the result row);
+ * nothing polls the database while a job is picked up. All the systems' workers run at once, idle, and
+ * take turns in blocks, so the machine's load falls on each of them alike.
  */
 import { load } from "./support/machine.js"
 import { now, percentile, rotate, round, sleep } from "./support/stats.js"

@@ -2,9 +2,10 @@
  * noop: a stage that does nothing, standing in for the agent when the benchmarks measure what the runner
  * itself costs. A plugin like any other, loaded from the pipeline file; the engine knows nothing of it.
  *
- * It reports when it started (milliseconds since the epoch, sub-millisecond precise), so the pickup
- * benchmark can read from the result row how long a request waited between its insert and its first
- * stage after the claim.
+ * It reports when it started (milliseconds since the epoch, sub-millisecond precise), in the result row
+ * and to the benchmark in the same process (see `startedHook`): the pickup benchmark waits for that call,
+ * as it waits for graphile-worker's and pg-boss's handlers, instead of polling the database for the row
+ * while the worker runs.
  */
 import { Effect, Schema } from "effect"
 import { Stage } from "stageline/pipeline"
@@ -19,11 +20,20 @@ declare module "stageline/pipeline" {
   }
 }
 
+/** Where a benchmark in the worker's own process hears of each start: `(requestId, startedAtMs) => void`. */
+export const startedHook = Symbol.for("stageline.bench.noop-started")
+
 export default Stage.make({
   name: "noop",
   description: "Does nothing; stands in for the agent stage in the benchmarks.",
   options: Schema.Struct({}),
   requires: ["request"],
   provides: ["noop"],
-  run: () => () => Effect.sync(() => ({ noop: { started_at_ms: performance.timeOrigin + performance.now() } }))
+  run: () => (ctx) =>
+    Effect.sync(() => {
+      const started_at_ms = performance.timeOrigin + performance.now()
+      const hook = (globalThis as { [startedHook]?: (requestId: string, at: number) => void })[startedHook]
+      hook?.(ctx.request.id, started_at_ms)
+      return { noop: { started_at_ms } }
+    })
 })
