@@ -23,6 +23,7 @@ import { measureDepth } from "./queue-depth.js"
 import { adminUrl, connect, dropAll } from "./support/databases.js"
 import { load, machine } from "./support/machine.js"
 import { renderTable } from "./support/report.js"
+import { stagelineStatements } from "./support/statements.js"
 import { graphileWorker, pgBoss, type QueueSystem, stageline } from "./support/systems.js"
 import { measureThroughput, summariseThroughput } from "./throughput.js"
 
@@ -59,16 +60,14 @@ const main = async () => {
     if (wanted("throughput")) {
       console.log(`throughput: ${n} no-op jobs per run, ${rounds} rounds`)
       const concurrencies = ints("BENCH_CONCURRENCY", [1, 4, 16, 64])
+      // The reference for what the runner costs: its statements with no runner around them.
+      const reference = await stagelineStatements()
+      systems.push(reference)
       const runs = await measureThroughput(systems, { n, concurrencies, rounds })
-      result.throughput = {
-        jobs: n,
-        rounds,
-        summary: summariseThroughput(
-          runs,
-          systems.map((s) => s.name)
-        ),
-        runs
-      }
+      const names = systems.map((s) => s.name)
+      systems.splice(systems.indexOf(reference), 1)
+      await reference.close()
+      result.throughput = { jobs: n, rounds, summary: summariseThroughput(runs, names), runs }
     }
     if (wanted("pickup")) {
       const samples = int("BENCH_PICKUP", Math.max(50, Math.round(n / 20)))

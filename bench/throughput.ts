@@ -73,7 +73,8 @@ export const summariseThroughput = (runs: ReadonlyArray<ThroughputRun>, systems:
       jobs_per_s: Object.fromEntries(systems.map((s) => [s, median(rate(s))])),
       stageline_vs_graphile_default: ratioTo("graphile-worker"),
       stageline_vs_graphile_batched: ratioTo("graphile-worker (batched)"),
-      stageline_vs_pg_boss: ratioTo("pg-boss")
+      stageline_vs_pg_boss: ratioTo("pg-boss"),
+      stageline_vs_statements_alone: ratioTo("stageline statements alone")
     }
   })
 }

@@ -6,6 +6,8 @@ interface Summary {
   readonly stageline_vs_graphile_default: number
   readonly stageline_vs_graphile_batched: number
   readonly stageline_vs_pg_boss: number
+  /** Absent from runs made before the reference was measured. */
+  readonly stageline_vs_statements_alone?: number
 }
 type Percentiles = { p50_ms: number; p95_ms: number; p99_ms: number; max_ms: number }
 
@@ -27,15 +29,19 @@ export const renderTable = (result: Record<string, unknown>) => {
     lines.push(
       `**Throughput**, no-op jobs/s (${throughput.jobs} jobs per run, median of ${throughput.rounds} alternating rounds; ratios are the median of each round's ratio):`,
       "",
-      "| concurrency | stageline | graphile-worker | graphile-worker (batched) | pg-boss | stageline ÷ graphile | stageline ÷ batched | stageline ÷ pg-boss |",
-      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+      "| concurrency | stageline | graphile-worker | graphile-worker (batched) | pg-boss | stageline's statements alone | stageline ÷ graphile | stageline ÷ batched | stageline ÷ pg-boss | stageline ÷ its statements alone |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     for (const s of throughput.summary) {
       const j = s.jobs_per_s
       lines.push(
-        `| ${s.concurrency} | ${j.stageline} | ${j["graphile-worker"]} | ${j["graphile-worker (batched)"]} | ${j["pg-boss"]} | ${s.stageline_vs_graphile_default} | ${s.stageline_vs_graphile_batched} | ${s.stageline_vs_pg_boss} |`
+        `| ${s.concurrency} | ${j.stageline} | ${j["graphile-worker"]} | ${j["graphile-worker (batched)"]} | ${j["pg-boss"]} | ${j["stageline statements alone"] ?? "–"} | ${s.stageline_vs_graphile_default} | ${s.stageline_vs_graphile_batched} | ${s.stageline_vs_pg_boss} | ${s.stageline_vs_statements_alone ?? "–"} |`
       )
     }
+    lines.push(
+      "",
+      "*stageline's statements alone*: its claim and record sent by a bare loop, with no runner around them (`bench/support/statements.ts`); not a target: the rate those two statements reach with no runner's cost between them."
+    )
     lines.push("")
     // Every concurrency's ratio, and which of them hold: a target missed at some is met at others.
     const ratios = (key: "stageline_vs_graphile_default" | "stageline_vs_graphile_batched", atLeast: number) => {

@@ -108,6 +108,22 @@ export interface QueueService {
 const decodeRequest = Schema.decodeUnknown(ClaimedRequest)
 
 /**
+ * The two statements every request costs, as prepared: claims for the worker ids in `$1` with a lease of
+ * `$2` ms; records the attempts in the jsonb array `$1` (see record_attempts in sql/000006). The claim names
+ * the columns it hands on, so that what a prepared claim returns stays what it was planned to return
+ * whatever a later migration adds to the table or the function. The benchmark sends them too.
+ */
+export const claimStatement = {
+  name: "stageline_claim_v1",
+  text: `SELECT ${Object.keys(ClaimedRequest.fields).join(", ")}
+           FROM claim_next_requests($1::text[], $2 * interval '1 millisecond')`
+} as const
+export const recordStatement = {
+  name: "stageline_record_v1",
+  text: "SELECT * FROM record_attempts($1::jsonb)"
+} as const
+
+/**
  * Text PostgreSQL accepts, from text an agent printed: text and jsonb columns cannot hold U+0000, and jsonb
  * refuses a lone UTF-16 surrogate (what a decoder makes of bytes that were not UTF-8 stays well-formed, but
  * JSON the agent printed may escape one), so NUL is dropped and a lone surrogate becomes U+FFFD.
@@ -203,19 +219,12 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
   static readonly make = Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const pool = yield* Prepared.PgPool
-    // The statements every request runs, prepared (see Prepared); the rest are rare. The claim names the
-    // columns it hands on, so that what a prepared claim returns stays what it was planned to return
-    // whatever a later migration adds to the table or the function.
-    const claimNext = Prepared.prepare<unknown>(
-      pool,
-      "stageline_claim_v1",
-      `SELECT ${Object.keys(ClaimedRequest.fields).join(", ")}
-         FROM claim_next_requests($1::text[], $2 * interval '1 millisecond')`
-    )
+    // The statements every request runs, prepared (see Prepared); the rest are rare.
+    const claimNext = Prepared.prepare<unknown>(pool, claimStatement.name, claimStatement.text)
     const recordAttempts = Prepared.prepare<{ status: string | null; existing: boolean }>(
       pool,
-      "stageline_record_v1",
-      "SELECT * FROM record_attempts($1::jsonb)"
+      recordStatement.name,
+      recordStatement.text
     )
     // Rows locked in id order, as record_attempts locks them, so that the two never wait on each other in
     // a circle; and a row another transaction holds locked (an operator's, a cancel's) is skipped, not

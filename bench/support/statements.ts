@@ -1,0 +1,96 @@
+/**
+ * stageline's two statements alone, as a reference beside the queues: the claim and the record a request
+ * costs, sent by a bare loop through `pg` with no runner around them (no fibers, stages, events, metrics
+ * or leases). At concurrency c the loop claims for c workers in one statement and records their c
+ * attempts in one, as stageline's worker groups them when its c fibers move in step. So its jobs/s is
+ * what the database allows stageline at best: what is missing from stageline's own figure is the
+ * runner's.
+ */
+import pg from "pg"
+import { claimStatement, recordStatement } from "../../src/queue/Queue.js"
+import { connect, createDatabase, dropDatabase } from "./databases.js"
+import { startStageline } from "./stageline.js"
+import { noopPipeline, type QueueSystem } from "./systems.js"
+
+interface Claimed {
+  readonly id: string
+  readonly attempts: number
+  readonly claimed_by: string
+}
+
+/** One attempt as record_attempts reads it: a success with stageline's result-row fields. */
+const attemptOf = (request: Claimed) => ({
+  request_id: request.id,
+  attempt: request.attempts,
+  worker_id: request.claimed_by,
+  status: "success",
+  final: "completed",
+  may_retry: false,
+  max_attempts: 3,
+  backoff_ms: 1000,
+  output: { extra: { noop: { started_at_ms: Date.now() } } },
+  pr_url: null,
+  commit_sha: null,
+  branch_name: null,
+  duration_ms: 0,
+  error: null,
+  session_id: null,
+  model: null,
+  num_turns: null,
+  cost_usd: null,
+  usage: null
+})
+
+export const stagelineStatements = async (): Promise<QueueSystem> => {
+  const db = await createDatabase("statements")
+  const client = await connect(db.url)
+  // stageline's own migrations make the schema: a worker started and stopped at once.
+  await (
+    await startStageline({ url: db.url, database: db.name, pipeline: noopPipeline, workerCount: 1, observer: client })
+  ).stop()
+  return {
+    name: "stageline statements alone",
+    start: async (concurrency) => {
+      const pool = new pg.Pool({ connectionString: db.url, max: 10, application_name: "stageline-bench" })
+      const workers = Array.from({ length: concurrency }, (_, i) => `bench-${i}`)
+      let running = true
+      const send = async <Row>(statement: { name: string; text: string }, values: Array<unknown>) =>
+        (await pool.query<Row & pg.QueryResultRow>({ ...statement, values })).rows
+      const loop = (async () => {
+        while (running) {
+          const claimed = await send<Claimed>(claimStatement, [workers, 60_000])
+          if (claimed.length === 0) {
+            await new Promise((resolve) => setTimeout(resolve, 1))
+            continue
+          }
+          await send(recordStatement, [JSON.stringify(claimed.map(attemptOf))])
+        }
+      })()
+      return {
+        insertMany: async (n) => {
+          await client.query(`INSERT INTO orchestration_requests (prompt) SELECT 'noop' FROM generate_series(1, $1)`, [
+            n
+          ])
+        },
+        insertOne: () => Promise.reject(new Error("the statements alone are not timed for pickup")),
+        startedAt: () => Promise.reject(new Error("the statements alone are not timed for pickup")),
+        completed: async () => {
+          const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM orchestration_results`)
+          return rows[0]!.n
+        },
+        stop: async () => {
+          running = false
+          await loop
+          await pool.end()
+        }
+      }
+    },
+    reset: async () => {
+      await client.query(`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`)
+    },
+    close: async () => {
+      await client.end()
+      await dropDatabase(db.name)
+    }
+  }
+}
