@@ -4,7 +4,7 @@
  * `_total` for counters. The queue's depth is not counted here but read from the database on each scrape
  * (see QueueGauges.ts), so every worker reports the same queue whatever it has seen.
  */
-import { Effect, Metric, MetricBoundaries, MetricKey } from "effect"
+import { Effect, Metric, MetricBoundaries, MetricKey, Scope } from "effect"
 import type { ResultRow } from "../queue/Queue.js"
 
 /**
@@ -86,16 +86,24 @@ const requestsOf = memo((status: string) => Metric.fromMetricKey(MetricKey.tagge
 
 const tokensOf = memo((kind: string) => Metric.fromMetricKey(MetricKey.tagged(agentTokens, "kind", kind)))
 
+/**
+ * Updates `metric` (a counter adds, a histogram observes) in one step. `Metric.update` first reads the fiber's metric labels (`Effect.tagMetrics`,
+ * which the engine never sets), three steps for each of the several updates a request makes.
+ */
+const bump = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, value: NoInfer<In>) =>
+  metric.unsafeUpdate(value, noLabels)
+const noLabels: ReadonlyArray<never> = []
+
 /** What a recorded attempt adds: its status, and the agent's cost and tokens when it reported them. */
 export const attemptRecorded = (result: ResultRow, final: boolean) =>
-  Effect.gen(function* () {
-    yield* Metric.increment(attemptsOf(result.status, final ? "false" : "true"))
-    if (final) yield* Metric.increment(requestsOf(result.status))
-    if (result.costUsd !== null && Number.isFinite(result.costUsd)) yield* Metric.incrementBy(agentCost, result.costUsd)
+  Effect.sync(() => {
+    bump(attemptsOf(result.status, final ? "false" : "true"), 1)
+    if (final) bump(requestsOf(result.status), 1)
+    if (result.costUsd !== null && Number.isFinite(result.costUsd)) bump(agentCost, result.costUsd)
     const usage = (result.usage ?? {}) as Record<string, unknown>
     for (const [kind, key] of tokenKinds) {
       const n = usage[key]
-      if (typeof n === "number" && n > 0) yield* Metric.incrementBy(tokensOf(kind), n)
+      if (typeof n === "number" && n > 0) bump(tokensOf(kind), n)
     }
   })
 
@@ -104,7 +112,7 @@ const stageDurationOf = memo((stage: string, outcome: string) =>
 )
 
 export const stageRan = (stage: string, outcome: "ok" | "failed", durationMs: number) =>
-  Metric.update(stageDurationOf(stage, outcome), durationMs / 1000)
+  Effect.sync(() => bump(stageDurationOf(stage, outcome), durationMs / 1000))
 
 /** The seconds between when a request became claimable and its claim, by the database's clock. */
 export const claimed = (request: {
@@ -112,21 +120,22 @@ export const claimed = (request: {
   readonly run_after?: Date | undefined
   readonly claimed_at: Date | null
 }) =>
-  request.claimed_at === null
-    ? Effect.void
-    : Metric.update(
-        pickupLatency,
-        Math.max(
-          0,
-          (request.claimed_at.getTime() - Math.max(request.created_at.getTime(), request.run_after?.getTime() ?? 0)) /
-            1000
-        )
-      )
+  Effect.sync(() => {
+    if (request.claimed_at === null) return
+    const from = Math.max(request.created_at.getTime(), request.run_after?.getTime() ?? 0)
+    bump(pickupLatency, Math.max(0, (request.claimed_at.getTime() - from) / 1000))
+  })
 
-/** Counts the effect as a request in flight while it runs, however it ends. */
-export const trackInFlight = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.acquireUseRelease(
-    Metric.increment(inFlight),
-    () => effect,
-    () => Metric.incrementBy(inFlight, -1)
-  )
+/**
+ * Counts a request in flight until `scope` (its run's) closes, however the run ends: a finalizer on the
+ * scope the run has anyway, where a bracket around the run would cost a dozen steps of its own.
+ */
+export const inFlightUntilClosed = (scope: Scope.Scope) =>
+  Effect.suspend(() => {
+    // A gauge's update sets it; its modify adds.
+    inFlight.unsafeModify(1, noLabels)
+    return Scope.addFinalizer(
+      scope,
+      Effect.sync(() => inFlight.unsafeModify(-1, noLabels))
+    )
+  })

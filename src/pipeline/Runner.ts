@@ -6,7 +6,7 @@
  * All stages of one run share one Scope, closed when the run ends however it ends: what a stage opens for
  * the request (its workspace) lives until then; what it opens for itself it scopes itself.
  */
-import { Data, Deferred, Duration, Effect, Either, Fiber, FiberRef, HashMap, Schedule } from "effect"
+import { Data, Deferred, Duration, Effect, Either, Fiber, FiberRef, HashMap, identity, Schedule } from "effect"
 import * as Metrics from "../metrics/Metrics.js"
 import type { ClaimedRequest } from "../queue/Request.js"
 import * as RequestSpan from "../tracing/RequestSpan.js"
@@ -15,7 +15,7 @@ import { WorkerStopping } from "../worker/Lifecycle.js"
 import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
 import { onAbort } from "./RunAbort.js"
 import type { RunInfo, StageFailure, StageReport } from "./RunContext.js"
-import { emit } from "./RunObserver.js"
+import { type Observer, RunObserver } from "./RunObserver.js"
 import { describeWhen, holds } from "./When.js"
 
 /** A stage ran longer than its `timeout`. */
@@ -183,9 +183,20 @@ const fail = (error: unknown): RunOutcome =>
     ? { _tag: "Stopped", reason: error.message }
     : { _tag: "ClaimFailed", message: messageOf(error) }
 
+/**
+ * What every stage of a run uses, looked up once when the run begins rather than at each stage: the run's
+ * log context, where its events go, and whether tracing is on (it is decided when the worker starts).
+ */
+interface RunEnv {
+  readonly logs: LogContext
+  readonly observer: Observer
+  readonly tracing: boolean
+}
+
 /** Runs one stage of a claimed request, recording in `ctx` what it provides or how it failed. */
-const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo, logs: LogContext) =>
-  Effect.gen(function* () {
+const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInfo, env: RunEnv) => {
+  const { logs, observer, tracing } = env
+  const stage = Effect.gen(function* () {
     // Every log line of the stage says which it is.
     yield* logs.at(compiled.id)
     const { id: requestId, attempts: attempt } = ctx.request as { id: string; attempts: number }
@@ -200,15 +211,17 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
           ? Effect.void
           : Metrics.stageRan(report.stage, report.outcome, report.durationMs)
       }).pipe(
+        tracing
+          ? Effect.zipRight(
+              Effect.annotateCurrentSpan({
+                "stageline.outcome": report.outcome,
+                "stageline.stage_attempts": report.attempts,
+                ...(report.reason === undefined ? {} : { "stageline.reason": report.reason })
+              })
+            )
+          : identity,
         Effect.zipRight(
-          Tracing.annotateCurrentSpan({
-            "stageline.outcome": report.outcome,
-            "stageline.stage_attempts": report.attempts,
-            ...(report.reason === undefined ? {} : { "stageline.reason": report.reason })
-          })
-        ),
-        Effect.zipRight(
-          emit({
+          observer.onEvent({
             _tag: "StageFinished",
             requestId,
             attempt,
@@ -239,7 +252,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
       }
       return
     }
-    yield* emit({ _tag: "StageStarted", requestId, attempt, stage: compiled.id })
+    yield* observer.onEvent({ _tag: "StageStarted", requestId, attempt, stage: compiled.id })
     run.currentStage = compiled.id
     const counter = { attempts: 0 }
     const started = Date.now()
@@ -273,14 +286,16 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     )
     // The first failure is the one the result reports; a later one (record itself) is logged only.
     if (!failure) ctx.failure = stageFailure
-  }).pipe(
-    // The span is the request span's child, skipped or not. The stage's id says where it ran; a stack
-    // trace per stage would only name the runner.
-    Tracing.withSpan(`stage ${compiled.id}`, {
-      attributes: { "stageline.stage": compiled.id },
-      captureStackTrace: false
-    })
-  )
+  })
+  // The span is the request span's child, skipped or not. The stage's id says where it ran; a stack trace
+  // per stage would only name the runner.
+  return tracing
+    ? Effect.withSpan(stage, `stage ${compiled.id}`, {
+        attributes: { "stageline.stage": compiled.id },
+        captureStackTrace: false
+      })
+    : stage
+}
 
 /**
  * The log annotations of a run (its worker, request, attempt and stage), set as the run moves on instead
@@ -329,10 +344,12 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogConte
     const [claim, ...rest] = pipeline.stages
     if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome
 
+    const env: RunEnv = { logs, observer: yield* RunObserver, tracing: yield* Tracing.isOn }
     const counter = { attempts: 0 }
     // Waiting for work is not traced: each of an idle fiber's polls would be a trace of its own.
     yield* logs.at(claim.id)
-    const claimed = yield* attemptStage(claim, ctx, counter, null).pipe(Effect.either, Tracing.untraced)
+    const claiming = Effect.either(attemptStage(claim, ctx, counter, null))
+    const claimed = yield* env.tracing ? Effect.withTracerEnabled(claiming, false) : claiming
     if (Either.isLeft(claimed)) return fail(claimed.left)
     Object.assign(ctx, claimed.right)
     run.stages.push({
@@ -345,9 +362,10 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogConte
     logs.claimed(request)
     yield* logs.at(claim.id)
     yield* Metrics.claimed(request)
+    yield* Metrics.inFlightUntilClosed(yield* Effect.scope)
     const failure = yield* Effect.gen(function* () {
       yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`)
-      yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run, logs), { discard: true })
+      yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run, env), { discard: true })
       const failure = (ctx.failure as StageFailure | undefined) ?? null
       yield* logs.at(pipeline.stages.at(-1)!.id)
       yield* Effect.logInfo(
@@ -357,14 +375,18 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogConte
       )
       return failure
     }).pipe(
-      Metrics.trackInFlight,
       RequestSpan.around({
         request,
         workerId,
         pipeline: pipeline.name,
         claimStage: claim.id,
         waitStartedAt: run.startedAt,
-        afterClaim: emit({ _tag: "Claimed", requestId: request.id, attempt: request.attempts, workerId })
+        afterClaim: env.observer.onEvent({
+          _tag: "Claimed",
+          requestId: request.id,
+          attempt: request.attempts,
+          workerId
+        })
       })
     )
     return { _tag: "Processed", requestId: request.id, failure } satisfies RunOutcome

@@ -32,11 +32,14 @@ export const layer = Layer.unwrapEffect(
   })
 )
 
+/** Whether tracing is on here: spans made now go somewhere. */
+export const isOn: Effect.Effect<boolean> = FiberRef.get(FiberRef.currentTracerEnabled)
+
 /** `traced` while tracing is on, else `plain`: the engine's spans are made only when traces go somewhere. */
 export const whenTracing = <A, E, R>(
   traced: Effect.Effect<A, E, R>,
   plain: Effect.Effect<A, E, R>
-): Effect.Effect<A, E, R> => Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (on) => (on ? traced : plain))
+): Effect.Effect<A, E, R> => Effect.flatMap(isOn, (on) => (on ? traced : plain))
 
 /**
  * `Effect.withSpan`, only while tracing is on. Effect makes and provides a span even when its tracer is
@@ -46,10 +49,6 @@ export const withSpan =
   (name: string, options?: Tracer.SpanOptions) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     whenTracing(Effect.withSpan(effect, name, options), effect)
-
-/** `Effect.withTracerEnabled(false)`, skipped when tracing is off already: setting it costs as a span does. */
-export const untraced = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  whenTracing(Effect.withTracerEnabled(effect, false), effect)
 
 /** `Effect.annotateCurrentSpan`, only while tracing is on: without a span, looking for one makes an error. */
 export const annotateCurrentSpan = (attributes: Record<string, unknown>): Effect.Effect<void> =>
