@@ -14,7 +14,7 @@ export type RunEvent =
       readonly stage: string
       readonly outcome: "ok" | "failed" | "skipped"
       readonly durationMs: number
-      readonly reason?: string
+      readonly reason?: string | undefined
     }
   | {
       /** One line of the agent's own stream (stream-json): its start, a tool call, a message, its result. */

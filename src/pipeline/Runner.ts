@@ -228,7 +228,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
             stage: report.stage,
             outcome: report.outcome,
             durationMs: report.durationMs,
-            ...(report.reason === undefined ? {} : { reason: report.reason })
+            reason: report.reason
           })
         )
       )
