@@ -8,7 +8,7 @@
  * A statement that fails fails every call in it with the same error: each caller decides, as it did
  * alone, whether to try again.
  */
-import { Deferred, Effect, Exit, FiberId, type Scope } from "effect"
+import { Effect, Exit, FiberId, type Scope } from "effect"
 
 export interface BatcherOptions<I, O, E> {
   /** Answers the calls, one result per item and in their order. */
@@ -19,15 +19,21 @@ export interface BatcherOptions<I, O, E> {
 
 interface Call<I, O, E> {
   readonly item: I
-  readonly answer: Deferred.Deferred<O, E>
+  /** Resumes the caller, unless it stopped waiting. */
+  readonly answer: (exit: Exit.Exit<O, E>) => void
 }
 
+/**
+ * Callers and the sender wake each other through plain callbacks: a Deferred for each call and each batch
+ * cost more to make than the rest of the call did.
+ */
 export const make = <I, O, E>(
   options: BatcherOptions<I, O, E>
 ): Effect.Effect<(item: I) => Effect.Effect<O, E>, never, Scope.Scope> =>
   Effect.gen(function* () {
     let queued: Array<Call<I, O, E>> = []
-    let wake = Deferred.unsafeMake<void>(FiberId.none)
+    /** Set while the sender waits for calls. */
+    let wakeSender: (() => void) | null = null
 
     const send = (batch: ReadonlyArray<Call<I, O, E>>) =>
       Effect.flatMap(Effect.exit(options.run(batch.map((call) => call.item))), (exit) =>
@@ -36,18 +42,25 @@ export const make = <I, O, E>(
             ? Exit.die(new Error(`a batch of ${batch.length} call(s) got ${exit.value.length} answer(s)`))
             : exit
           batch.forEach((call, i) => {
-            Deferred.unsafeDone(
-              call.answer,
-              Exit.map(answers, (values) => values[i] as O)
-            )
+            call.answer(Exit.map(answers, (values) => values[i] as O))
           })
         })
       )
 
+    const callsQueued = Effect.async<void>((resume) => {
+      if (queued.length > 0) return resume(Effect.void)
+      wakeSender = () => {
+        wakeSender = null
+        resume(Effect.void)
+      }
+      return Effect.sync(() => {
+        wakeSender = null
+      })
+    })
+
     const sender = Effect.gen(function* () {
       while (true) {
-        yield* Deferred.await(wake)
-        wake = Deferred.unsafeMake<void>(FiberId.none)
+        yield* callsQueued
         while (queued.length > 0) {
           const batch = queued.slice(0, options.maxBatch)
           queued = queued.slice(batch.length)
@@ -61,16 +74,27 @@ export const make = <I, O, E>(
     // Closing: calls still waiting for a statement are interrupted, not left waiting forever.
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        for (const call of queued) Deferred.unsafeDone(call.answer, Exit.interrupt(FiberId.none))
+        const left = queued
         queued = []
+        for (const call of left) call.answer(Exit.interrupt(FiberId.none))
       })
     )
 
     return (item: I) =>
-      Effect.suspend(() => {
-        const answer = Deferred.unsafeMake<O, E>(FiberId.none)
-        queued.push({ item, answer })
-        if (queued.length === 1) Deferred.unsafeDone(wake, Exit.void)
-        return Deferred.await(answer)
+      Effect.async<O, E>((resume) => {
+        let waiting = true
+        queued.push({
+          item,
+          answer: (exit) => {
+            if (!waiting) return
+            waiting = false
+            resume(exit)
+          }
+        })
+        wakeSender?.()
+        // A caller that stops waiting leaves its call in its batch: what the statement does is not undone.
+        return Effect.sync(() => {
+          waiting = false
+        })
       })
   })
