@@ -1,0 +1,152 @@
+/**
+ * What the runner alone costs a no-op request, free of the database and of the machine's noise: the real
+ * compiled engine (runner, claim and record stages, batchers, leases, event log, metrics) taking N requests
+ * through `bench/pipelines/noop.yaml` at a concurrency, while the claim and record statements, the event
+ * inserts and the NOTIFY listener are stand-ins that answer on the next turn of the event loop. Not a
+ * target and not part of `npm run bench`; a profiling aid for the runner's own CPU.
+ *
+ *   npm run bench:runner                      20,000 requests at concurrency 16
+ *   RUNNER_N=50000 RUNNER_C=64 npm run bench:runner
+ *   node --cpu-prof --import tsx bench/runner-cpu.ts    the same, profiled
+ */
+import { NodeContext } from "@effect/platform-node"
+import { Effect, Layer, Option } from "effect"
+import type pg from "pg"
+import { embeddedModule } from "../bin/engine.mjs"
+import { noopPipeline } from "./support/systems.js"
+
+const load = async <M>(name: string) => (await import(embeddedModule(name))) as M
+const Batcher = await load<typeof import("../src/db/Batcher.js")>("db/Batcher")
+const { RegistryLive } = await load<typeof import("../src/cli/Cli.js")>("cli/Cli")
+const Logging = await load<typeof import("../src/cli/Logging.js")>("cli/Logging")
+const Compiler = await load<typeof import("../src/pipeline/Compiler.js")>("pipeline/Compiler")
+const { WorkerConfig } = await load<typeof import("../src/config/WorkerConfig.js")>("config/WorkerConfig")
+const EventLog = await load<typeof import("../src/queue/EventLog.js")>("queue/EventLog")
+const { Leases } = await load<typeof import("../src/queue/Lease.js")>("queue/Lease")
+const { Lifecycle } = await load<typeof import("../src/worker/Lifecycle.js")>("worker/Lifecycle")
+const { PgPool } = await load<typeof import("../src/db/Prepared.js")>("db/Prepared")
+const { Queue } = await load<typeof import("../src/queue/Queue.js")>("queue/Queue")
+const { ClaimedRequest } = await load<typeof import("../src/queue/Request.js")>("queue/Request")
+const { runOnce } = await load<typeof import("../src/pipeline/Runner.js")>("pipeline/Runner")
+const Tracing = await load<typeof import("../src/tracing/Tracing.js")>("tracing/Tracing")
+const { Wakeups } = await load<typeof import("../src/queue/Wakeups.js")>("queue/Wakeups")
+type QueueService = import("../src/queue/Queue.js").QueueService
+type WakeupSource = import("../src/queue/Wakeups.js").WakeupSource
+
+// As in the other benchmarks, the worker logs warnings only: a line per request would be most of the cost.
+process.env.LOG_LEVEL ??= "warning"
+const n = Number(process.env.RUNNER_N ?? 20_000)
+const concurrency = Number(process.env.RUNNER_C ?? 16)
+
+/** An answer on the next turn of the event loop, as from a database that takes no time. */
+const nextTurn = <A>(answer: () => A) =>
+  Effect.async<A>((resume) => {
+    setImmediate(() => resume(Effect.succeed(answer())))
+  })
+
+let claimed = 0
+const request = (workerId: string) =>
+  new ClaimedRequest({
+    id: crypto.randomUUID(),
+    created_at: new Date(),
+    status: "processing",
+    repo_url: null,
+    branch: null,
+    prompt: "noop",
+    config: null,
+    metadata: null,
+    run_after: new Date(),
+    claimed_at: new Date(),
+    claimed_by: workerId,
+    attempts: 1,
+    max_attempts: null,
+    priority: 0
+  })
+
+// The queue's statements, grouped by the real batchers as the worker groups them.
+const queue = Layer.scoped(
+  Queue,
+  Effect.gen(function* () {
+    const claimTogether = yield* Batcher.make({
+      maxBatch: 100,
+      run: (workers: ReadonlyArray<string>) =>
+        nextTurn(() => workers.map((w) => (claimed++ < n ? Option.some(request(w)) : Option.none())))
+    })
+    const recordTogether = yield* Batcher.make({
+      maxBatch: 100,
+      run: (calls: ReadonlyArray<unknown>) => nextTurn(() => calls.map(() => "recorded" as const))
+    })
+    const service: QueueService = {
+      claim: (workerId) => claimTogether(workerId),
+      record: (result) => recordTogether(result),
+      heartbeat: (leases) => Effect.succeed(new Map(leases.map((l) => [l.requestId, "held" as const]))),
+      rescue: () => Effect.succeed([]),
+      release: () => Effect.succeed(true),
+      enqueue: () => Effect.die("not used"),
+      status: Effect.die("not used")
+    }
+    return service
+  })
+)
+
+const wakeups: WakeupSource = {
+  signal: Effect.succeed(Effect.never),
+  ticket: Effect.succeed(0),
+  onWake: () => () => {},
+  wakeAll: Effect.void,
+  watchCancel: () => () => {}
+}
+
+/** The event log's statements: a pool whose one connection answers every query with no rows. */
+const pool = {
+  connect: (use: (error: undefined, client: unknown, release: () => void) => void) =>
+    use(
+      undefined,
+      {
+        query: (_: unknown, done: (error: undefined, result: { rows: [] }) => void) =>
+          setImmediate(() => done(undefined, { rows: [] }))
+      },
+      () => {}
+    )
+} as unknown as pg.Pool
+
+const config = WorkerConfig.layer({})
+const services = Layer.mergeAll(
+  Leases.layer.pipe(Layer.provideMerge(Layer.merge(queue, Layer.succeed(Wakeups, wakeups)))),
+  EventLog.layer(),
+  Lifecycle.layer({ once: true })
+).pipe(Layer.provideMerge(config), Layer.provide(Layer.succeed(PgPool, pool)))
+
+const main = Effect.gen(function* () {
+  const pipeline = yield* Compiler.load(noopPipeline)
+  let done = 0
+  const started = performance.now()
+  const cpu = process.cpuUsage()
+  yield* Effect.forEach(
+    Array.from({ length: concurrency }, (_, i) => `bench/${i + 1}`),
+    (workerId) =>
+      Effect.gen(function* () {
+        // `once`: a fiber stops when the stand-in queue runs dry.
+        while ((yield* runOnce(pipeline, workerId))._tag === "Processed") done++
+      }),
+    { concurrency: "unbounded", discard: true }
+  )
+  const wallUs = ((performance.now() - started) * 1000) / done
+  const used = process.cpuUsage(cpu)
+  const cpuUs = (used.user + used.system) / done
+  console.log(
+    `${done} no-op requests at concurrency ${concurrency}: ${wallUs.toFixed(1)} µs of wall time and ${cpuUs.toFixed(1)} µs of CPU (garbage collection threads included) each`
+  )
+})
+
+// A stage may ask for the SQL client, the agent's settings and the pipeline's location; the noop pipeline's
+// stages use none of them, so they are not provided, and the type is told so.
+const needsNoMore = main as Effect.Effect<void, unknown>
+
+await Effect.runPromise(
+  needsNoMore.pipe(
+    Effect.provide(services),
+    Effect.provide(RegistryLive),
+    Effect.provide(Layer.mergeAll(NodeContext.layer, Logging.layer, Tracing.layer))
+  )
+)
