@@ -367,7 +367,7 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogConte
       yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`)
       yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run, env), { discard: true })
       const failure = (ctx.failure as StageFailure | undefined) ?? null
-      yield* logs.at(pipeline.stages.at(-1)!.id)
+      // Said as the last stage, which every step sets first, skipped or not (the claim, if it is the only one).
       yield* Effect.logInfo(
         `request ${request.id} ${failure ? `failed in stage ${failure.stage}` : "ran every stage"} in ${
           Date.now() - run.startedAt

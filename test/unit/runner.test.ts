@@ -252,6 +252,11 @@ describe("the pipeline runner", () => {
           request_id: request.id,
           stage: "fake-claim"
         })
+        // The run's last line speaks as its last stage.
+        expect(lines.find((l) => l.message.includes("ran every stage"))?.annotations).toMatchObject({
+          request_id: request.id,
+          stage: "talker"
+        })
         expect(lines.find((l) => l.message === "after the run")?.annotations).toEqual({ caller: "outer" })
       })
   )
