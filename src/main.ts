@@ -8,18 +8,10 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Console, Effect, Layer } from "effect"
 import { cli } from "./cli/Cli.js"
 import * as Logging from "./cli/Logging.js"
+import { describeError } from "./errors/Describe.js"
 import * as Tracing from "./tracing/Tracing.js"
 
 const MainLive = Layer.mergeAll(NodeContext.layer, Logging.layer, Tracing.layer)
-
-const describe = (error: unknown): string => {
-  const message =
-    error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
-      ? String((error as { message: unknown }).message)
-      : String(error)
-  const cause = (error as { cause?: unknown })?.cause
-  return cause === undefined || cause === error ? message : `${message}: ${describe(cause)}`
-}
 
 const reportFailure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   effect.pipe(
@@ -30,7 +22,7 @@ const reportFailure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
             // The CLI has already printed what was wrong with the arguments.
             ValidationError.isValidationError(Cause.squash(cause))
               ? Effect.void
-              : Console.error(`stageline: ${describe(Cause.squash(cause))}`),
+              : Console.error(`stageline: ${describeError(Cause.squash(cause))}`),
             Effect.sync(() => {
               process.exitCode = 1
             })

@@ -5,6 +5,7 @@
 import * as SqlError from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { describeError } from "../errors/Describe.js"
 import { connectionConfig, makePool } from "./Connections.js"
 import * as Embedded from "./EmbeddedPostgres.js"
 import { PgPool } from "./Prepared.js"
@@ -88,12 +89,6 @@ export const clientLayer = Layer.unwrapEffect(
 /** The SQL client and the URL, from the environment. */
 export const layer = clientLayer.pipe(Layer.provideMerge(urlLayer))
 
-const reason = (error: unknown): string => {
-  const message = error instanceof Error ? error.message : String(error)
-  const cause = (error as { cause?: unknown } | null)?.cause
-  return cause instanceof Error ? `${message}: ${cause.message}` : message
-}
-
 /**
  * The same, for a long-running worker: while the server refuses connections it tries again, backing off
  * to every 5 s, for up to STAGELINE_DB_WAIT_MS, saying each time what it is waiting for.
@@ -104,7 +99,7 @@ export const waitingLayer = Layer.unwrapEffect(
     const retries = Schedule.exponential("250 millis").pipe(
       Schedule.union(Schedule.spaced("5 seconds")),
       Schedule.upTo(Duration.millis(waitMs)),
-      Schedule.tapInput((error: unknown) => Effect.logWarning(`waiting for the database: ${reason(error)}`))
+      Schedule.tapInput((error: unknown) => Effect.logWarning(`waiting for the database: ${describeError(error)}`))
     )
     return clientLayer.pipe(Layer.retry(retries))
   })
