@@ -87,8 +87,9 @@ const requestsOf = memo((status: string) => Metric.fromMetricKey(MetricKey.tagge
 const tokensOf = memo((kind: string) => Metric.fromMetricKey(MetricKey.tagged(agentTokens, "kind", kind)))
 
 /**
- * Updates `metric` (a counter adds, a histogram observes) in one step. `Metric.update` first reads the fiber's metric labels (`Effect.tagMetrics`,
- * which the engine never sets), three steps for each of the several updates a request makes.
+ * Updates `metric` (a counter adds, a histogram observes) in one step. `Metric.update` first reads the
+ * fiber's metric labels (`Effect.tagMetrics`, which the engine never sets): three steps for each of the
+ * several updates a request makes.
  */
 const bump = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, value: NoInfer<In>) =>
   metric.unsafeUpdate(value, noLabels)
