@@ -3,8 +3,8 @@
  * costs, sent by a bare loop through `pg` with no runner around them (no fibers, stages, events, metrics
  * or leases). At concurrency c the loop claims for c workers in one statement and records their c
  * attempts in one, as stageline's worker groups them when its c fibers move in step. So its jobs/s is
- * what the database allows stageline at best: what is missing from stageline's own figure is the
- * runner's.
+ * the rate those statements reach, sent that way, with no runner's cost between them: what stageline's
+ * own figure lacks beside it is the runner's.
  */
 import pg from "pg"
 import { claimStatement, recordStatement } from "../../src/queue/Queue.js"
