@@ -128,15 +128,19 @@ export const claimed = (request: {
   })
 
 /**
- * Counts a request in flight until `scope` (its run's) closes, however the run ends: a finalizer on the
- * scope the run has anyway, where a bracket around the run would cost a dozen steps of its own.
+ * Counts a request in flight until the function returned is called (when its stages are through) or its
+ * run's `scope` closes, whichever comes first: a finalizer on the scope the run has anyway catches a run
+ * that fails or is interrupted, where a bracket around the stages would cost a dozen steps of its own.
  */
-export const inFlightUntilClosed = (scope: Scope.Scope) =>
+export const countInFlight = (scope: Scope.Scope) =>
   Effect.suspend(() => {
     // A gauge's update sets it; its modify adds.
     inFlight.unsafeModify(1, noLabels)
-    return Scope.addFinalizer(
-      scope,
-      Effect.sync(() => inFlight.unsafeModify(-1, noLabels))
-    )
+    let counted = true
+    const done = () => {
+      if (!counted) return
+      counted = false
+      inFlight.unsafeModify(-1, noLabels)
+    }
+    return Effect.as(Scope.addFinalizer(scope, Effect.sync(done)), done)
   })

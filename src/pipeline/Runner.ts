@@ -362,10 +362,12 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogConte
     logs.claimed(request)
     yield* logs.at(claim.id)
     yield* Metrics.claimed(request)
-    yield* Metrics.inFlightUntilClosed(yield* Effect.scope)
+    // In flight until its stages are through; the clean-up after them (its workspace) is not counted.
+    const throughStages = yield* Metrics.countInFlight(yield* Effect.scope)
     const failure = yield* Effect.gen(function* () {
       yield* Effect.logInfo(`claimed request ${request.id} (attempt ${request.attempts})`)
       yield* Effect.forEach(rest, (compiled) => step(compiled, ctx, run, env), { discard: true })
+      throughStages()
       const failure = (ctx.failure as StageFailure | undefined) ?? null
       // Said as the last stage, which every step sets first, skipped or not (the claim, if it is the only one).
       yield* Effect.logInfo(

@@ -61,6 +61,11 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("a wo
         expect(sumOf(during, "stageline_in_flight")).toBe(1)
         expect(sumOf(during, "stageline_requests_processing")).toBe(1)
         await waitFor("the slow request to finish", async () => (await statusOf(slow)) === "completed")
+        // Its status commits a moment before its run has left the last stage.
+        await waitFor(
+          "the request to leave the pipeline",
+          async () => sumOf(await scrape(), "stageline_in_flight") === 0
+        )
 
         const after = await scrape()
         expect(sumOf(after, "stageline_in_flight")).toBe(0)
