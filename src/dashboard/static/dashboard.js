@@ -120,6 +120,7 @@ const requestPage = () => {
   document.getElementById("request-id").textContent = id
   document.title = `stageline: ${id}`
   let after = "0"
+  let seenFinished = false
   const rows = []
   const tick = async () => {
     const [detail, page] = await Promise.all([
@@ -171,7 +172,11 @@ const requestPage = () => {
       after = e.id
     }
     fill("events", rows.slice(), 4, "no events yet")
-    const done = finished.has(page.status) && page.events.length === 0
+    // Events are written a moment after they happen (in batches), so a request's last events can land
+    // after its final status: it must have been seen finished once already, with nothing new since, before
+    // the page stops following it (as `stageline logs --follow` does).
+    const done = finished.has(page.status) && page.events.length === 0 && seenFinished
+    seenFinished = finished.has(page.status)
     document.getElementById("live").textContent = done ? `${page.status}` : "live"
     return done
   }
