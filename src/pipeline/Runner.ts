@@ -388,7 +388,8 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogConte
           requestId: request.id,
           attempt: request.attempts,
           workerId
-        })
+        }),
+        tracing: env.tracing
       })
     )
     return { _tag: "Processed", requestId: request.id, failure } satisfies RunOutcome

@@ -6,7 +6,6 @@
 import { Clock, Context, Effect, Exit, Option } from "effect"
 import type { StageFailure } from "../pipeline/RunContext.js"
 import type { ClaimedRequest } from "../queue/Request.js"
-import { whenTracing } from "./Tracing.js"
 
 export interface RequestSpanInfo {
   readonly request: ClaimedRequest
@@ -18,6 +17,8 @@ export interface RequestSpanInfo {
   readonly waitStartedAt: number
   /** What the claim does once it has the request (announcing it), traced as part of the claim. */
   readonly afterClaim: Effect.Effect<void>
+  /** Whether tracing is on, as the run found it when it began (see Tracing.isOn). */
+  readonly tracing: boolean
 }
 
 const nanos = (ms: number) => BigInt(Math.round(ms)) * 1_000_000n
@@ -29,7 +30,7 @@ export const around =
   (info: RequestSpanInfo) =>
   <E, R>(effect: Effect.Effect<StageFailure | null, E, R>): Effect.Effect<StageFailure | null, E, R> =>
     // Tracing off: no span, nothing to parent.
-    whenTracing(traced(info, effect), Effect.zipRight(info.afterClaim, effect))
+    info.tracing ? traced(info, effect) : Effect.zipRight(info.afterClaim, effect)
 
 const traced = <E, R>(info: RequestSpanInfo, effect: Effect.Effect<StageFailure | null, E, R>) =>
   Effect.gen(function* () {

@@ -36,10 +36,8 @@ export const layer = Layer.unwrapEffect(
 export const isOn: Effect.Effect<boolean> = FiberRef.get(FiberRef.currentTracerEnabled)
 
 /** `traced` while tracing is on, else `plain`: the engine's spans are made only when traces go somewhere. */
-export const whenTracing = <A, E, R>(
-  traced: Effect.Effect<A, E, R>,
-  plain: Effect.Effect<A, E, R>
-): Effect.Effect<A, E, R> => Effect.flatMap(isOn, (on) => (on ? traced : plain))
+const whenTracing = <A, E, R>(traced: Effect.Effect<A, E, R>, plain: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(isOn, (on) => (on ? traced : plain))
 
 /**
  * `Effect.withSpan`, only while tracing is on. Effect makes and provides a span even when its tracer is
@@ -49,7 +47,3 @@ export const withSpan =
   (name: string, options?: Tracer.SpanOptions) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     whenTracing(Effect.withSpan(effect, name, options), effect)
-
-/** `Effect.annotateCurrentSpan`, only while tracing is on: without a span, looking for one makes an error. */
-export const annotateCurrentSpan = (attributes: Record<string, unknown>): Effect.Effect<void> =>
-  whenTracing(Effect.annotateCurrentSpan(attributes), Effect.void)
