@@ -24,52 +24,39 @@ interface EventRow {
 }
 
 /**
- * Each row written out in full: spreading shared fields into each one made it seven times dearer, and a
- * request makes five.
+ * A row, every field given: spreading shared fields into each row instead made it seven times dearer,
+ * and a request makes five.
  */
+const rowOf = (
+  event: RunEvent,
+  at: Date,
+  kind: string,
+  stage: string | null,
+  message: string | null,
+  data: unknown
+): EventRow => ({
+  request_id: event.requestId,
+  attempt: event.attempt,
+  at: at.toISOString(),
+  kind,
+  stage,
+  message,
+  data
+})
+
 const row = (event: RunEvent, at: Date): EventRow => {
-  const iso = at.toISOString()
   switch (event._tag) {
     case "Claimed":
-      return {
-        request_id: event.requestId,
-        attempt: event.attempt,
-        at: iso,
-        kind: "claimed",
-        stage: "claim",
-        message: `claimed by ${event.workerId}`,
-        data: null
-      }
+      return rowOf(event, at, "claimed", "claim", `claimed by ${event.workerId}`, null)
     case "StageStarted":
-      return {
-        request_id: event.requestId,
-        attempt: event.attempt,
-        at: iso,
-        kind: "stage-started",
-        stage: event.stage,
-        message: null,
-        data: null
-      }
+      return rowOf(event, at, "stage-started", event.stage, null, null)
     case "StageFinished":
-      return {
-        request_id: event.requestId,
-        attempt: event.attempt,
-        at: iso,
-        kind: "stage-finished",
-        stage: event.stage,
-        message: event.reason ?? null,
-        data: { outcome: event.outcome, duration_ms: event.durationMs }
-      }
+      return rowOf(event, at, "stage-finished", event.stage, event.reason ?? null, {
+        outcome: event.outcome,
+        duration_ms: event.durationMs
+      })
     case "AgentEvent":
-      return {
-        request_id: event.requestId,
-        attempt: event.attempt,
-        at: iso,
-        kind: "agent",
-        stage: event.stage,
-        message: event.summary,
-        data: event.data
-      }
+      return rowOf(event, at, "agent", event.stage, event.summary, event.data)
   }
 }
 
