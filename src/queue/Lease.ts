@@ -49,6 +49,8 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
     const period = Math.max(100, Math.floor(leaseMs / 3))
     const giveUpAfter = Math.floor((leaseMs * 4) / 5)
 
+    /** Whether `h` is still held: its run has not ended, nor lost the request, since `h` was read. */
+    const isHeld = (h: Held) => held.get(h.request.id) === h
     const cancel = (run: RunInfo) => abortRun(run, aborted(run, "Cancelled", "cancelled", "the request was cancelled"))
     const lose = (h: Held, message: string) => {
       held.delete(h.request.id)
@@ -104,7 +106,7 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
           Effect.flatMap((answer) =>
             Effect.gen(function* () {
               // A run that ended meanwhile is no longer held: what its heartbeat found concerns nobody.
-              const still = batch.filter((h) => held.get(h.request.id) === h)
+              const still = batch.filter(isHeld)
               if (answer._tag === "Right") {
                 for (const h of still) {
                   const state = answer.right.get(h.request.id)
@@ -139,7 +141,7 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
                   answer.left
                 )
               }
-              const remaining = still.filter((h) => held.get(h.request.id) === h)
+              const remaining = still.filter(isHeld)
               if (remaining.length === 0) return period
               yield* Effect.logWarning(
                 `could not renew the lease of ${remaining.length} request(s); trying again`,
@@ -192,7 +194,7 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
           scope,
           Effect.sync(() => {
             unwatch()
-            if (held.get(request.id) === h) held.delete(request.id)
+            if (isHeld(h)) held.delete(request.id)
           })
         )
       }).pipe(Effect.uninterruptible)
