@@ -107,6 +107,12 @@ export interface QueueService {
 
 const decodeRequest = Schema.decodeUnknown(ClaimedRequest)
 
+/** A row record_attempts returns per attempt: the status it wrote, or null and whether a result was there. */
+interface RecordedRow {
+  readonly status: string | null
+  readonly existing: boolean
+}
+
 /**
  * The two statements every request costs, as prepared: claims for the worker ids in `$1` with a lease of
  * `$2` ms; records the attempts in the jsonb array `$1` (see record_attempts in sql/000006). The claim names
@@ -178,7 +184,7 @@ const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Array<[K, Arr
  * recorded before).
  */
 const recordMany = (
-  recordAttempts: Prepared.PreparedStatement<{ status: string | null; existing: boolean }>,
+  recordAttempts: Prepared.PreparedStatement<RecordedRow>,
   calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>
 ) => {
   const input = calls.map(([r, retry]) => {
@@ -221,11 +227,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
     const pool = yield* Prepared.PgPool
     // The statements every request runs, prepared (see Prepared); the rest are rare.
     const claimNext = Prepared.prepare<unknown>(pool, claimStatement.name, claimStatement.text)
-    const recordAttempts = Prepared.prepare<{ status: string | null; existing: boolean }>(
-      pool,
-      recordStatement.name,
-      recordStatement.text
-    )
+    const recordAttempts = Prepared.prepare<RecordedRow>(pool, recordStatement.name, recordStatement.text)
     // Rows locked in id order, as record_attempts locks them, so that the two never wait on each other in
     // a circle; and a row another transaction holds locked (an operator's, a cancel's) is skipped, not
     // waited for: read as it stands, it is reported busy, so one locked row holds up no other lease.
