@@ -12,6 +12,7 @@ import { agentPipelines } from "./process-overhead.js"
 import { connect, createDatabase, dropDatabase } from "./support/databases.js"
 import { load } from "./support/machine.js"
 import { median, sleep, until } from "./support/stats.js"
+import { stagelineTables } from "./support/tables.js"
 
 const bin = path.join(import.meta.dirname, "..", "bin", "stageline.mjs")
 
@@ -60,7 +61,7 @@ export const measureMemory = async (options: {
           50,
           60_000
         )
-        await client.query("TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE")
+        await stagelineTables(client).empty()
         await sleep(1_000)
         const idle: Array<number> = []
         for (let i = 0; i < 5; i++) {

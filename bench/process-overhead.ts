@@ -12,6 +12,7 @@ import { connect, createDatabase, dropDatabase } from "./support/databases.js"
 import { load } from "./support/machine.js"
 import { startStageline } from "./support/stageline.js"
 import { median, now, round, until } from "./support/stats.js"
+import { stagelineTables } from "./support/tables.js"
 
 export const fakeAgent = path.join(import.meta.dirname, "..", "test", "fixtures", "fake-agent.mjs")
 
@@ -52,6 +53,7 @@ export const measureOverhead = async (options: { readonly n: number; readonly ro
   const pipelines = agentPipelines(root)
   const db = await createDatabase("overhead")
   const client = await connect(db.url)
+  const tables = stagelineTables(client)
   const runs: Array<{ round: number; what: string; per_request_ms: number; load: number }> = []
   try {
     for (let r = 0; r < options.rounds; r++) {
@@ -69,18 +71,10 @@ export const measureOverhead = async (options: { readonly n: number; readonly ro
           env: { WORKSPACE_BASE: path.join(root, "workspaces") }
         })
         try {
-          await client.query("TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE")
-          await client.query(`INSERT INTO orchestration_requests (prompt) SELECT 'noop' FROM generate_series(1, $1)`, [
-            options.n
-          ])
+          await tables.empty()
+          await tables.insertMany(options.n)
           started = now()
-          await until(
-            "the agent requests to finish",
-            async () =>
-              (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM orchestration_results")).rows[0]!.n >=
-              options.n,
-            10
-          )
+          await until("the agent requests to finish", async () => (await tables.completed()) >= options.n, 10)
           runs.push({ round: r + 1, what: name, per_request_ms: (now() - started) / options.n, load: load() })
           const failed = await client.query(`SELECT error FROM orchestration_results WHERE status <> 'success' LIMIT 1`)
           if (failed.rowCount) throw new Error(`an agent request failed: ${failed.rows[0].error}`)

@@ -11,6 +11,7 @@ import { claimStatement, recordStatement } from "../../src/queue/Queue.js"
 import { connect, createDatabase, dropDatabase } from "./databases.js"
 import { startStageline } from "./stageline.js"
 import { noopPipeline, type QueueSystem } from "./systems.js"
+import { stagelineTables } from "./tables.js"
 
 interface Claimed {
   readonly id: string
@@ -44,6 +45,7 @@ const attemptOf = (request: Claimed) => ({
 export const stagelineStatements = async (): Promise<QueueSystem> => {
   const db = await createDatabase("statements")
   const client = await connect(db.url)
+  const tables = stagelineTables(client)
   // stageline's own migrations make the schema: a worker started and stopped at once.
   await (
     await startStageline({ url: db.url, database: db.name, pipeline: noopPipeline, workerCount: 1, observer: client })
@@ -67,17 +69,10 @@ export const stagelineStatements = async (): Promise<QueueSystem> => {
         }
       })()
       return {
-        insertMany: async (n) => {
-          await client.query(`INSERT INTO orchestration_requests (prompt) SELECT 'noop' FROM generate_series(1, $1)`, [
-            n
-          ])
-        },
+        insertMany: tables.insertMany,
         insertOne: () => Promise.reject(new Error("the statements alone are not timed for pickup")),
         startedAt: () => Promise.reject(new Error("the statements alone are not timed for pickup")),
-        completed: async () => {
-          const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM orchestration_results`)
-          return rows[0]!.n
-        },
+        completed: tables.completed,
         stop: async () => {
           running = false
           await loop
@@ -85,9 +80,7 @@ export const stagelineStatements = async (): Promise<QueueSystem> => {
         }
       }
     },
-    reset: async () => {
-      await client.query(`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`)
-    },
+    reset: tables.empty,
     close: async () => {
       await client.end()
       await dropDatabase(db.name)

@@ -21,6 +21,7 @@ import { startedHook } from "../plugins/noop.js"
 import { connect, createDatabase, dropDatabase } from "./databases.js"
 import { startStageline } from "./stageline.js"
 import { now, sleep } from "./stats.js"
+import { stagelineTables } from "./tables.js"
 
 export const noopPipeline = path.join(import.meta.dirname, "..", "pipelines", "noop.yaml")
 
@@ -87,6 +88,7 @@ const startTimes = (system: string) => {
 export const stageline = async (): Promise<QueueSystem> => {
   const db = await createDatabase("stageline")
   const client = await connect(db.url)
+  const tables = stagelineTables(client)
   let migrated = false
   // The noop stage tells this process when it started, as graphile-worker's and pg-boss's handlers do:
   // polling for the result row meanwhile would load the machine the worker runs on.
@@ -104,11 +106,7 @@ export const stageline = async (): Promise<QueueSystem> => {
       })
       migrated = true
       return {
-        insertMany: async (n) => {
-          await client.query(`INSERT INTO orchestration_requests (prompt) SELECT 'noop' FROM generate_series(1, $1)`, [
-            n
-          ])
-        },
+        insertMany: tables.insertMany,
         insertOne: async () => {
           const { rows } = await client.query<{ id: string }>(
             `INSERT INTO orchestration_requests (prompt) VALUES ('noop') RETURNING id`
@@ -116,17 +114,13 @@ export const stageline = async (): Promise<QueueSystem> => {
           return rows[0]!.id
         },
         startedAt: starts.wait,
-        completed: async () => {
-          const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM orchestration_results`)
-          return rows[0]!.n
-        },
+        completed: tables.completed,
         stop: worker.stop
       }
     },
     reset: async () => {
       starts.clear()
-      if (migrated)
-        await client.query(`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`)
+      if (migrated) await tables.empty()
     },
     close: async () => {
       await client.end()
