@@ -18,6 +18,16 @@ const stages = `
   - record
 `
 
+/** How the agent stage of a request's first attempt ended, as its stage-finished event says; none yet: undefined. */
+const agentStageEnd = (requestId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ message: string | null }>`SELECT message FROM orchestration_events
+        WHERE request_id = ${requestId} AND attempt = 1 AND kind = 'stage-finished' AND stage = 'execute-mclaude'`,
+      (rows) => rows[0]?.message
+    )
+  )
+
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("lease heartbeats", (it) => {
   it.effect("renew every running request in one statement, and stop the cancelled and the lost ones", () =>
     Effect.gen(function* () {
@@ -60,9 +70,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("lease
       // Not this worker's any more: its run stopped, and its outcome is not this worker's to write (the
       // lease it no longer renews may run out meanwhile: that result row is the other worker's).
       expect(byId.has(lost!.id)).toBe(false)
-      const [stopped] = yield* sql<{ message: string }>`SELECT message FROM orchestration_events
-        WHERE request_id = ${lost!.id} AND kind = 'stage-finished' AND stage = 'execute-mclaude'`
-      expect(stopped?.message).toContain("no longer held by")
+      expect(yield* agentStageEnd(lost!.id)).toContain("no longer held by")
     })
   )
 
@@ -93,13 +101,10 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("lease
           holder.query("SELECT 1 FROM orchestration_requests WHERE id = $1 FOR NO KEY UPDATE", [locked!.id])
         )
         const otherBefore = (yield* heartbeatOf(other!.id))!
-        const stopped = () =>
-          sql<{ message: string }>`SELECT message FROM orchestration_events
-          WHERE request_id = ${locked!.id} AND kind = 'stage-finished' AND stage = 'execute-mclaude'`
-        let message: string | undefined
+        let message: string | null | undefined
         while (message === undefined) {
           yield* Effect.sleep(50)
-          message = (yield* stopped())[0]?.message
+          message = yield* agentStageEnd(locked!.id)
         }
         expect(message).toContain("another transaction held the request's row locked")
         // The other request's lease went on being renewed meanwhile.
@@ -138,9 +143,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("lease
         WHERE id = ${request!.id}`
       yield* sql`SELECT pg_notify('stageline_requests', 'released')`
       yield* Fiber.join(worker)
-      const [stopped] = yield* sql<{ message: string | null }>`SELECT message FROM orchestration_events
-        WHERE request_id = ${request!.id} AND attempt = 1 AND kind = 'stage-finished' AND stage = 'execute-mclaude'`
-      expect(stopped?.message).toContain(`no longer held by ${firstWorker}`)
+      expect(yield* agentStageEnd(request!.id)).toContain(`no longer held by ${firstWorker}`)
       // The second attempt, in the other fiber, is the one whose outcome is written.
       const results = yield* sql<{ attempt: number; worker_id: string; status: string }>`SELECT attempt, worker_id,
           status FROM orchestration_results WHERE request_id = ${request!.id}`
