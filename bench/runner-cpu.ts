@@ -12,24 +12,23 @@
 import { NodeContext } from "@effect/platform-node"
 import { Effect, Layer, Option } from "effect"
 import type pg from "pg"
-import { embeddedModule } from "../bin/engine.mjs"
+import { engineModule } from "./support/stageline.js"
 import { noopPipeline } from "./support/systems.js"
 
-const load = async <M>(name: string) => (await import(embeddedModule(name))) as M
-const Batcher = await load<typeof import("../src/db/Batcher.js")>("db/Batcher")
-const { RegistryLive } = await load<typeof import("../src/cli/Cli.js")>("cli/Cli")
-const Logging = await load<typeof import("../src/cli/Logging.js")>("cli/Logging")
-const Compiler = await load<typeof import("../src/pipeline/Compiler.js")>("pipeline/Compiler")
-const { WorkerConfig } = await load<typeof import("../src/config/WorkerConfig.js")>("config/WorkerConfig")
-const EventLog = await load<typeof import("../src/queue/EventLog.js")>("queue/EventLog")
-const { Leases } = await load<typeof import("../src/queue/Lease.js")>("queue/Lease")
-const { Lifecycle } = await load<typeof import("../src/worker/Lifecycle.js")>("worker/Lifecycle")
-const { PgPool } = await load<typeof import("../src/db/Prepared.js")>("db/Prepared")
-const { Queue } = await load<typeof import("../src/queue/Queue.js")>("queue/Queue")
-const { ClaimedRequest } = await load<typeof import("../src/queue/Request.js")>("queue/Request")
-const { runOnce } = await load<typeof import("../src/pipeline/Runner.js")>("pipeline/Runner")
-const Tracing = await load<typeof import("../src/tracing/Tracing.js")>("tracing/Tracing")
-const { Wakeups } = await load<typeof import("../src/queue/Wakeups.js")>("queue/Wakeups")
+const Batcher = await engineModule<typeof import("../src/db/Batcher.js")>("db/Batcher")
+const { RegistryLive } = await engineModule<typeof import("../src/cli/Cli.js")>("cli/Cli")
+const Logging = await engineModule<typeof import("../src/cli/Logging.js")>("cli/Logging")
+const Compiler = await engineModule<typeof import("../src/pipeline/Compiler.js")>("pipeline/Compiler")
+const { WorkerConfig } = await engineModule<typeof import("../src/config/WorkerConfig.js")>("config/WorkerConfig")
+const EventLog = await engineModule<typeof import("../src/queue/EventLog.js")>("queue/EventLog")
+const { Leases } = await engineModule<typeof import("../src/queue/Lease.js")>("queue/Lease")
+const { Lifecycle } = await engineModule<typeof import("../src/worker/Lifecycle.js")>("worker/Lifecycle")
+const { PgPool } = await engineModule<typeof import("../src/db/Prepared.js")>("db/Prepared")
+const { Queue } = await engineModule<typeof import("../src/queue/Queue.js")>("queue/Queue")
+const { ClaimedRequest } = await engineModule<typeof import("../src/queue/Request.js")>("queue/Request")
+const { runOnce } = await engineModule<typeof import("../src/pipeline/Runner.js")>("pipeline/Runner")
+const Tracing = await engineModule<typeof import("../src/tracing/Tracing.js")>("tracing/Tracing")
+const { Wakeups } = await engineModule<typeof import("../src/queue/Wakeups.js")>("queue/Wakeups")
 type QueueService = import("../src/queue/Queue.js").QueueService
 type WakeupSource = import("../src/queue/Wakeups.js").WakeupSource
 

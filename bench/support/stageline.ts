@@ -9,11 +9,16 @@ import type pg from "pg"
 import { embeddedModule } from "../../bin/engine.mjs"
 import { until } from "./stats.js"
 
-// The engine `stageline run` runs: compiled (dist/) when it is current, as bin/stageline.mjs chooses, so the
-// figures are those of the JavaScript a worker runs, not of the sources as tsx compiles them on the fly.
-const { cli } = (await import(embeddedModule("cli/Cli"))) as typeof import("../../src/cli/Cli.js")
-const Logging = (await import(embeddedModule("cli/Logging"))) as typeof import("../../src/cli/Logging.js")
-const Tracing = (await import(embeddedModule("tracing/Tracing"))) as typeof import("../../src/tracing/Tracing.js")
+/**
+ * A module of the engine `stageline run` runs (`"cli/Cli"`): compiled (dist/) when it is current, as
+ * bin/stageline.mjs chooses, so the figures are those of the JavaScript a worker runs, not of the sources as
+ * tsx compiles them on the fly.
+ */
+export const engineModule = async <M>(name: string) => (await import(embeddedModule(name))) as M
+
+const { cli } = await engineModule<typeof import("../../src/cli/Cli.js")>("cli/Cli")
+const Logging = await engineModule<typeof import("../../src/cli/Logging.js")>("cli/Logging")
+const Tracing = await engineModule<typeof import("../../src/tracing/Tracing.js")>("tracing/Tracing")
 
 export interface RunningStageline {
   readonly stop: () => Promise<void>
