@@ -30,6 +30,7 @@ const { runOnce } = await engineModule<typeof import("../src/pipeline/Runner.js"
 const Tracing = await engineModule<typeof import("../src/tracing/Tracing.js")>("tracing/Tracing")
 const { Wakeups } = await engineModule<typeof import("../src/queue/Wakeups.js")>("queue/Wakeups")
 type QueueService = import("../src/queue/Queue.js").QueueService
+type Claim = import("../src/queue/Queue.js").Claim
 type WakeupSource = import("../src/queue/Wakeups.js").WakeupSource
 
 // As in the other benchmarks, the worker logs warnings only: a line per request would be most of the cost.
@@ -69,15 +70,33 @@ const queue = Layer.scoped(
     const claimTogether = yield* Batcher.make({
       maxBatch: 100,
       run: (workers: ReadonlyArray<string>) =>
-        nextTurn(() => workers.map((w) => (claimed++ < n ? Option.some(request(w)) : Option.none())))
+        nextTurn(() =>
+          workers.map((w) => (claimed++ < n ? Option.some({ request: request(w), sentAt: Date.now() }) : Option.none()))
+        )
     })
+    // As the worker's record does, one that asks for the next request claims it for its worker, and
+    // that worker's claim then takes it without a statement.
+    const ahead = new Map<string, Claim>()
     const recordTogether = yield* Batcher.make({
       maxBatch: 100,
-      run: (calls: ReadonlyArray<unknown>) => nextTurn(() => calls.map(() => "recorded" as const))
+      run: (calls: ReadonlyArray<{ readonly workerId: string; readonly next: boolean }>) =>
+        nextTurn(() =>
+          calls.map((c) => {
+            if (c.next && claimed++ < n) ahead.set(c.workerId, { request: request(c.workerId), sentAt: Date.now() })
+            return "recorded" as const
+          })
+        )
     })
     const service: QueueService = {
-      claim: (workerId) => claimTogether(workerId),
-      record: (result) => recordTogether(result),
+      claim: (workerId) =>
+        Effect.suspend(() => {
+          const taken = ahead.get(workerId)
+          if (taken === undefined) return claimTogether(workerId)
+          ahead.delete(workerId)
+          return Effect.succeed(Option.some(taken))
+        }),
+      record: (result, _retry, next) => recordTogether({ workerId: result.workerId, next: next !== undefined }),
+      releaseAhead: (workerId) => Effect.sync(() => ahead.delete(workerId)),
       heartbeat: (leases) => Effect.succeed(new Map(leases.map((l) => [l.requestId, "held" as const]))),
       rescue: () => Effect.succeed([]),
       release: () => Effect.succeed(true),

@@ -3,6 +3,9 @@
  * request runs (see src/queue/Lease.ts). Waits while the queue is empty, woken at once by
  * the insert trigger's NOTIFY and, failing that, by polling every `POLL_INTERVAL_MS`.
  *
+ * A request the worker's last record claimed ahead for it is taken first, with no statement (see
+ * Queue.claim); a worker that stops puts it back.
+ *
  * The claim and the release that undoes it on interruption are registered together, uninterruptibly: a
  * request claimed here is either handed to the next stages or put back to pending, never left stranded.
  */
@@ -57,6 +60,7 @@ export default Stage.make({
 
       while (true) {
         if (yield* Lifecycle.isDraining) {
+          yield* queue.releaseAhead(workerId)
           return yield* new WorkerStopping({ reason: "draining", message: "the worker is shutting down" })
         }
         // Taken before the claim, so a notification arriving during it is not missed.
@@ -70,14 +74,22 @@ export default Stage.make({
                   Effect.flatMap(Effect.scope, (scope) =>
                     Scope.addFinalizerExit(scope, (exit) =>
                       Exit.isInterrupted(exit)
-                        ? queue.release(request.value.id, workerId).pipe(
+                        ? queue.release(request.value.request.id, workerId).pipe(
                             Effect.tap((released) =>
-                              released ? Effect.logInfo(`put request ${request.value.id} back to pending`) : Effect.void
+                              released
+                                ? Effect.logInfo(`put request ${request.value.request.id} back to pending`)
+                                : Effect.void
                             ),
                             Effect.catchAll((error) =>
-                              Effect.logError(`could not put request ${request.value.id} back to pending`, error)
+                              Effect.logError(
+                                `could not put request ${request.value.request.id} back to pending`,
+                                error
+                              )
                             ),
-                            Effect.annotateLogs({ request_id: request.value.id, attempt: request.value.attempts })
+                            Effect.annotateLogs({
+                              request_id: request.value.request.id,
+                              attempt: request.value.request.attempts
+                            })
                           )
                         : Effect.void
                     )
@@ -89,11 +101,11 @@ export default Stage.make({
         if (Option.isSome(claimed)) {
           // A claim sent just before the shutdown began can still land after it: hand that request back.
           if (yield* Lifecycle.isDraining) {
-            yield* queue.release(claimed.value.id, workerId)
+            yield* queue.release(claimed.value.request.id, workerId)
             return yield* new WorkerStopping({ reason: "draining", message: "the worker is shutting down" })
           }
           yield* leases.keep(claimed.value, input.run)
-          return { request: claimed.value }
+          return { request: claimed.value.request }
         }
         if (lifecycle.once) {
           return yield* new WorkerStopping({ reason: "queue-empty", message: "no pending requests left" })

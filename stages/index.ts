@@ -2,7 +2,7 @@
  * The built-in stages, in the order a pipeline usually runs them. They register exactly as a plugin's
  * stages do: one `StageRegistry.stages` layer.
  */
-import { StageRegistry } from "../src/pipeline/StageRegistry.js"
+import { builtinOrigin, StageRegistry } from "../src/pipeline/StageRegistry.js"
 import claim from "./claim.js"
 import customizeSkill from "./customize-skill.js"
 import executeMclaude from "./execute-mclaude.js"
@@ -12,4 +12,4 @@ import record from "./record.js"
 
 export const builtinStages = [claim, prepareWorkspace, customizeSkill, executeMclaude, extractGitArtifacts, record]
 
-export const BuiltinStages = StageRegistry.stages("stageline (built-in)", builtinStages)
+export const BuiltinStages = StageRegistry.stages(builtinOrigin, builtinStages)

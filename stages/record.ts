@@ -8,6 +8,9 @@
  * A failed attempt goes back to pending for another try when its kind is in `retry_on` (a timeout, a
  * crash, any error) and it has attempts left; a bad request and a cancelled one never do.
  *
+ * As the pipeline's last stage, after the built-in claim, it claims the worker's next request in the same
+ * statement (RunInfo.claimFollows): one round trip and one commit a request. Not while the worker drains.
+ *
  * A database that is briefly unreachable (a restart, a failover) does not lose the outcome: the write is
  * tried again for as long as the lease lasts. It is safe to repeat: a write that landed but whose answer was
  * lost is found on the next try (`already-recorded`), and one that comes after another worker took the
@@ -17,7 +20,8 @@ import { Duration, Effect, Schedule, Schema } from "effect"
 import { type RetryClass, WorkerConfig } from "../src/config/WorkerConfig.js"
 import type { ResultStatus, StageInput } from "../src/pipeline/RunContext.js"
 import * as Stage from "../src/pipeline/Stage.js"
-import { Queue } from "../src/queue/Queue.js"
+import { type ClaimNext, Queue } from "../src/queue/Queue.js"
+import { Lifecycle } from "../src/worker/Lifecycle.js"
 
 const statusOf = (input: StageInput<"request">): { status: ResultStatus; error: string | null } => {
   const failure = input.failure
@@ -84,34 +88,40 @@ export default Stage.make({
         extra: extraKeys(input)
       }
       const warn = (error: unknown) => Effect.logWarning("could not record the outcome; trying again", error)
-      const write = queue.record(
-        {
-          requestId: request.id,
-          attempt: request.attempts,
-          workerId: run.workerId,
-          status,
-          output,
-          prUrl: git?.prUrl ?? null,
-          commitSha: git?.headSha ?? null,
-          branchName: git?.branch ?? null,
-          durationMs,
-          error,
-          sessionId: agent?.sessionId ?? null,
-          model: agent?.model ?? null,
-          numTurns: agent?.numTurns ?? null,
-          costUsd: agent?.costUsd ?? null,
-          usage: agent?.usage ?? null
-        },
-        {
-          retryable: (() => {
-            const kind = retryClassOf(input, status)
-            return kind !== null && worker.retryOn.includes(kind)
-          })(),
-          maxAttempts: worker.maxAttempts,
-          backoffMs: worker.retryBackoffMs
-        }
-      )
-      const outcome = yield* write.pipe(
+      // The next claim rides on this statement when nothing but the claim follows (RunInfo.claimFollows).
+      const next = run.claimFollows && !(yield* Lifecycle.isDraining) ? { leaseMs: worker.leaseMs } : undefined
+      const writeOnce = (next: ClaimNext | undefined) =>
+        queue.record(
+          {
+            requestId: request.id,
+            attempt: request.attempts,
+            workerId: run.workerId,
+            status,
+            output,
+            prUrl: git?.prUrl ?? null,
+            commitSha: git?.headSha ?? null,
+            branchName: git?.branch ?? null,
+            durationMs,
+            error,
+            sessionId: agent?.sessionId ?? null,
+            model: agent?.model ?? null,
+            numTurns: agent?.numTurns ?? null,
+            costUsd: agent?.costUsd ?? null,
+            usage: agent?.usage ?? null
+          },
+          {
+            retryable: (() => {
+              const kind = retryClassOf(input, status)
+              return kind !== null && worker.retryOn.includes(kind)
+            })(),
+            maxAttempts: worker.maxAttempts,
+            backoffMs: worker.retryBackoffMs
+          },
+          next
+        )
+      // A write tried again claims nothing ahead: the next claim stage claims as usual.
+      const write = writeOnce(undefined)
+      const outcome = yield* writeOnce(next).pipe(
         // Waits 200 ms, then 400, 800, … up to 5 s between tries, for as long as a lease from the first
         // failure. The schedule is built only once a write has failed: almost every write succeeds at once,
         // and building it cost more than the write's call.

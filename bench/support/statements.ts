@@ -1,13 +1,14 @@
 /**
- * stageline's two statements alone, as a reference beside the queues: the claim and the record a request
+ * stageline's statements alone, as a reference beside the queues: the claim and the record a request
  * costs, sent by a bare loop through `pg` with no runner around them (no fibers, stages, events, metrics
- * or leases). At concurrency c the loop claims for c workers in one statement and records their c
- * attempts in one, as stageline's worker groups them when its c fibers move in step. So its jobs/s is
- * the rate those statements reach, sent that way, with no runner's cost between them: what stageline's
- * own figure lacks beside it is the runner's.
+ * or leases). As the worker does, the loop claims once, then records each attempt and claims the next in
+ * one statement (Queue's recordAndClaimStatement). At concurrency c it claims for c workers at once and
+ * records their c attempts at once, as stageline's worker groups them when its c fibers move in step.
+ * So its jobs/s is the rate those statements reach, sent that way, with no runner's cost between them:
+ * what stageline's own figure lacks beside it is the runner's.
  */
 import pg from "pg"
-import { claimStatement, recordStatement } from "../../src/queue/Queue.js"
+import { claimStatement, recordAndClaimStatement } from "../../src/queue/Queue.js"
 import { connect, createDatabase, dropDatabase } from "./databases.js"
 import { startStageline } from "./stageline.js"
 import { noopPipeline, type QueueSystem } from "./systems.js"
@@ -59,13 +60,19 @@ export const stagelineStatements = async (): Promise<QueueSystem> => {
       const send = async <Row>(statement: { name: string; text: string }, values: Array<unknown>) =>
         (await pool.query<Row & pg.QueryResultRow>({ ...statement, values })).rows
       const loop = (async () => {
+        let claimed: ReadonlyArray<Claimed> = []
         while (running) {
-          const claimed = await send<Claimed>(claimStatement, [workers, 60_000])
+          if (claimed.length === 0) claimed = await send<Claimed>(claimStatement, [workers, 60_000])
           if (claimed.length === 0) {
             await new Promise((resolve) => setTimeout(resolve, 1))
             continue
           }
-          await send(recordStatement, [JSON.stringify(claimed.map(attemptOf))])
+          const rows = await send<Partial<Claimed>>(recordAndClaimStatement, [
+            JSON.stringify(claimed.map(attemptOf)),
+            claimed.map((c) => c.claimed_by),
+            60_000
+          ])
+          claimed = rows.filter((row): row is Claimed => row.id !== null)
         }
       })()
       return {

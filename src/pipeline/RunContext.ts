@@ -107,6 +107,11 @@ export interface RunInfo {
   readonly abort: Deferred.Deferred<StageFailure>
   /** The stage running now (the heartbeat reports it). */
   currentStage: string | null
+  /**
+   * True while the pipeline's last stage runs, when its first is the built-in claim: what this fiber does
+   * next is claim, so `record` claims the next request in its own statement.
+   */
+  claimFollows: boolean
 }
 
 export interface RunContext {

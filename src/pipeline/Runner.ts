@@ -16,6 +16,7 @@ import type { CompiledPipeline, CompiledStage } from "./Compiler.js"
 import { onAbort } from "./RunAbort.js"
 import type { RunInfo, StageFailure, StageReport } from "./RunContext.js"
 import { type Observer, RunObserver } from "./RunObserver.js"
+import { builtinOrigin } from "./StageRegistry.js"
 import { describeWhen, holds } from "./When.js"
 
 /** A stage ran longer than its `timeout`. */
@@ -191,6 +192,9 @@ interface RunEnv {
   readonly logs: LogContext
   readonly observer: Observer
   readonly tracing: boolean
+  /** The pipeline's last stage, and whether its first is the built-in claim (see RunInfo.claimFollows). */
+  readonly last: CompiledStage | undefined
+  readonly claimsAgain: boolean
 }
 
 /** Runs one stage of a claimed request, recording in `ctx` what it provides or how it failed. */
@@ -254,6 +258,7 @@ const step = (compiled: CompiledStage, ctx: Record<string, unknown>, run: RunInf
     }
     yield* observer.onEvent({ _tag: "StageStarted", requestId, attempt, stage: compiled.id })
     run.currentStage = compiled.id
+    run.claimFollows = env.claimsAgain && compiled === env.last
     const counter = { attempts: 0 }
     const started = Date.now()
     // Stages that run after failures run to the end; the others stop when the run is aborted.
@@ -338,13 +343,20 @@ const runClaimed = (pipeline: CompiledPipeline, workerId: string, logs: LogConte
       startedAt: Date.now(),
       stages: [],
       abort: yield* Deferred.make<StageFailure>(),
-      currentStage: null
+      currentStage: null,
+      claimFollows: false
     }
     const ctx: Record<string, unknown> = { run }
     const [claim, ...rest] = pipeline.stages
     if (!claim) return { _tag: "Stopped", reason: "the pipeline has no stages" } satisfies RunOutcome
 
-    const env: RunEnv = { logs, observer: yield* RunObserver, tracing: yield* Tracing.isOn }
+    const env: RunEnv = {
+      logs,
+      observer: yield* RunObserver,
+      tracing: yield* Tracing.isOn,
+      last: rest.at(-1),
+      claimsAgain: claim.origin === builtinOrigin && claim.stage.name === "claim"
+    }
     const counter = { attempts: 0 }
     // Waiting for work is not traced: each of an idle fiber's polls would be a trace of its own.
     yield* logs.at(claim.id)

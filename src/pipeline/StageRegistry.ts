@@ -6,6 +6,9 @@
 import { Context, Data, Effect, Layer } from "effect"
 import type { AnyStage } from "./Stage.js"
 
+/** The origin of the stages that come with stageline, as their errors and the result rows name it. */
+export const builtinOrigin = "stageline (built-in)"
+
 export class DuplicateStage extends Data.TaggedError("DuplicateStage")<{
   readonly name: string
   readonly message: string

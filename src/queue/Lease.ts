@@ -16,13 +16,14 @@ import { Context, Effect, Layer, Scope } from "effect"
 import { WorkerConfig } from "../config/WorkerConfig.js"
 import { abortRun } from "../pipeline/RunAbort.js"
 import type { RunInfo, StageFailure } from "../pipeline/RunContext.js"
-import { Queue } from "./Queue.js"
+import { builtinOrigin } from "../pipeline/StageRegistry.js"
+import { type Claim, Queue } from "./Queue.js"
 import type { ClaimedRequest } from "./Request.js"
 import { Wakeups } from "./Wakeups.js"
 
 const aborted = (run: RunInfo, tag: string, status: StageFailure["status"], message: string): StageFailure => ({
   stage: run.currentStage ?? "claim",
-  origin: "stageline (built-in)",
+  origin: builtinOrigin,
   tag,
   message,
   status
@@ -36,8 +37,11 @@ interface Held {
 }
 
 export interface LeaseKeeper {
-  /** Keeps the claim of `request` for as long as the scope (its run's) lasts. */
-  readonly keep: (request: ClaimedRequest, run: RunInfo) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Keeps the claim of a request for as long as the scope (its run's) lasts, its lease counted from the
+   * claim's statement.
+   */
+  readonly keep: (claim: Claim, run: RunInfo) => Effect.Effect<void, never, Scope.Scope>
 }
 
 export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>() {
@@ -176,7 +180,7 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
     // Released by a finalizer added to the run's scope directly: `Effect.addFinalizer` would also diff
     // and restore the fiber's state around two map deletions. Uninterruptible, so that what is registered
     // is always released.
-    const keep: LeaseKeeper["keep"] = (request, run) =>
+    const keep: LeaseKeeper["keep"] = ({ request, sentAt }, run) =>
       Effect.flatMap(Effect.scope, (scope) => {
         // Claimed again while an earlier run of it still holds it here (its lease ran out meanwhile, and it
         // was put back): the earlier run has lost it, and must stop, as its heartbeat would have found.
@@ -187,9 +191,10 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
             `request ${request.id} is no longer held by ${earlier.run.workerId}: ${run.workerId} claimed it again`
           )
         }
-        const h: Held = { request, run, renewedAt: Date.now() }
+        const h: Held = { request, run, renewedAt: sentAt }
         held.set(request.id, h)
-        const unwatch = wakeups.watchCancel(request.id, () => cancel(run))
+        // A cancel heard since the claim was sent (before the run was watching) stops it at once.
+        const unwatch = wakeups.watchCancel(request.id, sentAt, () => cancel(run))
         return Scope.addFinalizer(
           scope,
           Effect.sync(() => {

@@ -33,6 +33,14 @@ export interface ResultRow {
 /** What record did with the request: finished it, put it back for another attempt, or found it not ours. */
 export type RecordOutcome = "recorded" | "retrying" | "already-recorded" | "not-owner"
 
+/**
+ * Asks record to claim the next request for the same worker in its own statement, with a lease of
+ * `leaseMs`: the worker's next claim then takes it without a statement (see claim).
+ */
+export interface ClaimNext {
+  readonly leaseMs: number
+}
+
 /** Whether a failed attempt may be tried again, and when. */
 export interface RetryPolicy {
   readonly retryable: boolean
@@ -77,9 +85,18 @@ export interface StatusCounts {
   readonly oldestPendingSeconds: number | null
 }
 
+/** A request claimed for a worker, and when the statement that claimed it was sent: its lease runs from then. */
+export interface Claim {
+  readonly request: ClaimedRequest
+  readonly sentAt: number
+}
+
 export interface QueueService {
-  /** Claims the next pending request for `workerId` with a lease of `leaseMs`, if there is one. */
-  readonly claim: (workerId: string, leaseMs: number) => Effect.Effect<Option.Option<ClaimedRequest>, SqlError.SqlError>
+  /**
+   * Claims the next pending request for `workerId` with a lease of `leaseMs`, if there is one: the one its
+   * last record claimed ahead for it (see `record`), if that is still fresh, else one from the queue.
+   */
+  readonly claim: (workerId: string, leaseMs: number) => Effect.Effect<Option.Option<Claim>, SqlError.SqlError>
   /**
    * Renews the leases of the requests given (and notes the stage each is in), all in one statement: what
    * each request's heartbeat found, by id.
@@ -100,7 +117,13 @@ export interface QueueService {
    * Writes the attempt's result row and the request's next status in one transaction: final, or back to
    * pending after a backoff when the attempt failed, may be retried, and has attempts left.
    */
-  readonly record: (result: ResultRow, retry: RetryPolicy) => Effect.Effect<RecordOutcome, SqlError.SqlError>
+  readonly record: (
+    result: ResultRow,
+    retry: RetryPolicy,
+    next?: ClaimNext
+  ) => Effect.Effect<RecordOutcome, SqlError.SqlError>
+  /** Puts back the request claimed ahead for `workerId` (see `record`), if there is one: it stops claiming. */
+  readonly releaseAhead: (workerId: string) => Effect.Effect<void>
   readonly enqueue: (request: NewRequest) => Effect.Effect<string, SqlError.SqlError>
   readonly status: Effect.Effect<StatusCounts, SqlError.SqlError>
 }
@@ -111,6 +134,12 @@ const decodeRequest = Schema.decodeUnknown(ClaimedRequest)
 interface RecordedRow {
   readonly status: string | null
   readonly existing: boolean
+}
+
+/** A row of recordAndClaimStatement: the record's rows, and a request claimed (its columns null if none). */
+interface RecordedAndClaimed {
+  readonly outcomes: ReadonlyArray<RecordedRow>
+  readonly id: string | null
 }
 
 /**
@@ -127,6 +156,21 @@ export const claimStatement = {
 export const recordStatement = {
   name: "stageline_record_v1",
   text: "SELECT * FROM record_attempts($1::jsonb)"
+} as const
+/**
+ * The record and a claim for the workers in `$2` with a lease of `$3` ms, in one statement: one round
+ * trip and one commit where a request cost two. Every row carries what record_attempts returned, a json
+ * array in the attempts' order; each request claimed is a row of its own, and when none was, one row says
+ * so with its columns null. Which of the two the planner runs first does not matter: the record writes
+ * requests this worker holds, the claim takes only pending ones.
+ */
+export const recordAndClaimStatement = {
+  name: "stageline_record_claim_v1",
+  text: `SELECT recorded.outcomes, claimed.*
+           FROM (SELECT json_agg(json_build_object('status', r.status, 'existing', r.existing) ORDER BY r.n) AS outcomes
+                   FROM record_attempts($1::jsonb) WITH ORDINALITY AS r (status, existing, n)) AS recorded
+           LEFT JOIN (SELECT ${Object.keys(ClaimedRequest.fields).join(", ")}
+                        FROM claim_next_requests($2::text[], $3 * interval '1 millisecond')) AS claimed ON true`
 } as const
 
 /**
@@ -177,49 +221,50 @@ const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Array<[K, Arr
   return [...groups]
 }
 
-/**
- * Records attempts in one statement, so one round trip and one commit (record_attempts, sql/000006, with
- * a branch for a lone attempt in 000007: for each attempt it decides the next status and writes it with
- * the result row, only while the request is still this worker's, exactly as one attempt alone was
- * recorded before).
- */
-const recordMany = (
-  recordAttempts: Prepared.PreparedStatement<RecordedRow>,
-  calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>
-) => {
-  const input = calls.map(([r, retry]) => {
-    const final = finalStatusOf(r.status)
-    return {
-      request_id: r.requestId,
-      attempt: r.attempt,
-      worker_id: r.workerId,
-      status: r.status,
-      final,
-      may_retry: retry.retryable && final === "failed",
-      max_attempts: retry.maxAttempts,
-      backoff_ms: retry.backoffMs,
-      output: r.output ?? null,
-      pr_url: r.prUrl,
-      commit_sha: r.commitSha,
-      branch_name: r.branchName,
-      duration_ms: Math.round(r.durationMs),
-      error: r.error,
-      session_id: r.sessionId,
-      model: r.model,
-      num_turns: r.numTurns,
-      cost_usd: r.costUsd,
-      usage: r.usage ?? null
-    }
-  })
-  return recordAttempts([jsonParam(input)]).pipe(
-    Effect.map((rows) =>
-      rows.map((row): RecordOutcome => {
-        if (row.status === null) return row.existing ? "already-recorded" : "not-owner"
-        return row.status === "pending" ? "retrying" : "recorded"
-      })
-    )
-  )
+/** A record as the batcher holds it: the attempt, its retry policy, and whether to claim the next. */
+interface RecordCall {
+  readonly result: ResultRow
+  readonly retry: RetryPolicy
+  readonly next: ClaimNext | undefined
 }
+
+/** An attempt as record_attempts reads it (sql/000006). */
+const attemptOf = ({ result: r, retry }: RecordCall) => {
+  const final = finalStatusOf(r.status)
+  return {
+    request_id: r.requestId,
+    attempt: r.attempt,
+    worker_id: r.workerId,
+    status: r.status,
+    final,
+    may_retry: retry.retryable && final === "failed",
+    max_attempts: retry.maxAttempts,
+    backoff_ms: retry.backoffMs,
+    output: r.output ?? null,
+    pr_url: r.prUrl,
+    commit_sha: r.commitSha,
+    branch_name: r.branchName,
+    duration_ms: Math.round(r.durationMs),
+    error: r.error,
+    session_id: r.sessionId,
+    model: r.model,
+    num_turns: r.numTurns,
+    cost_usd: r.costUsd,
+    usage: r.usage ?? null
+  }
+}
+
+const outcomeOf = (row: RecordedRow): RecordOutcome => {
+  if (row.status === null) return row.existing ? "already-recorded" : "not-owner"
+  return row.status === "pending" ? "retrying" : "recorded"
+}
+
+/**
+ * How old a request claimed ahead may be when its worker's claim takes it, as a share of the lease. Its
+ * lease runs unrenewed until then, and it waits on a worker that is not free yet (a slow clean-up after
+ * the run): one older than this is put back to pending instead, for whichever worker is free first.
+ */
+const freshShare = 1 / 10
 
 export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>() {
   static readonly make = Effect.gen(function* () {
@@ -282,8 +327,14 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         )
     })
 
-    const claim: QueueService["claim"] = (workerId, leaseMs) =>
-      claimTogether({ workerId, leaseMs }).pipe(Tracing.withSpan("Queue.claim", noStackTrace))
+    const claimFromQueue = (workerId: string, leaseMs: number) =>
+      Effect.suspend(() => {
+        const sentAt = Date.now()
+        return claimTogether({ workerId, leaseMs }).pipe(
+          Effect.map(Option.map((request): Claim => ({ request, sentAt }))),
+          Tracing.withSpan("Queue.claim", noStackTrace)
+        )
+      })
 
     const heartbeat: QueueService["heartbeat"] = (leases, leaseMs) =>
       renewLeases([
@@ -320,22 +371,87 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Tracing.withSpan("Queue.release", noStackTrace)
       )
 
-    // Attempts that end at the same moment are recorded together (see Batcher), each exactly as alone.
+    const recordAndClaim = Prepared.prepare<RecordedAndClaimed>(
+      pool,
+      recordAndClaimStatement.name,
+      recordAndClaimStatement.text
+    )
+
+    // Claimed by a record for the worker that made it, until that worker's next claim takes it. What is
+    // left here when the worker stops is put back, after the last records have landed: this finalizer
+    // is added before the batchers', so it runs after theirs.
+    const ahead = new Map<string, Claim>()
+    const putBack = (workerId: string, taken: Claim) =>
+      release(taken.request.id, workerId).pipe(
+        Effect.catchAll((error) =>
+          Effect.logWarning(`could not put request ${taken.request.id}, claimed ahead, back to pending`, error)
+        ),
+        Effect.asVoid
+      )
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        const left = [...ahead]
+        ahead.clear()
+        return Effect.forEach(left, ([workerId, taken]) => putBack(workerId, taken), { discard: true })
+      })
+    )
+
+    // Attempts that end at the same moment are recorded together (see Batcher), each exactly as alone;
+    // those that ask for the next request claim it in the same statement, together.
     const recordTogether = yield* Batcher.make({
       maxBatch: 100,
-      run: (calls: ReadonlyArray<readonly [ResultRow, RetryPolicy]>) => recordMany(recordAttempts, calls)
+      run: (calls: ReadonlyArray<RecordCall>) => {
+        const attempts = jsonParam(calls.map(attemptOf))
+        const leaseMs = calls.find((c) => c.next !== undefined)?.next?.leaseMs
+        const claimers = calls
+          .filter((c) => c.next?.leaseMs === leaseMs && !ahead.has(c.result.workerId))
+          .map((c) => c.result.workerId)
+        if (leaseMs === undefined || claimers.length === 0) {
+          return Effect.map(recordAttempts([attempts]), (rows) => rows.map(outcomeOf))
+        }
+        const sentAt = Date.now()
+        return recordAndClaim([attempts, claimers, leaseMs]).pipe(
+          Effect.flatMap((rows) =>
+            Effect.forEach(
+              rows.filter((row) => row.id !== null),
+              (row) =>
+                Effect.map(Effect.orDie(decodeRequest(row)), (request) => {
+                  ahead.set(request.claimed_by ?? "", { request, sentAt })
+                })
+            ).pipe(Effect.as(rows[0]?.outcomes ?? []))
+          ),
+          Effect.map((outcomes) => outcomes.map(outcomeOf))
+        )
+      }
     })
 
-    const record: QueueService["record"] = (r, retry) =>
-      recordTogether([r, retry]).pipe(
+    const record: QueueService["record"] = (result, retry, next) =>
+      recordTogether({ result, retry, next }).pipe(
         // Counted once the statement has committed, so a failed one is not.
         Effect.tap((outcome) =>
           outcome === "recorded" || outcome === "retrying"
-            ? Metrics.attemptRecorded(r, outcome === "recorded")
+            ? Metrics.attemptRecorded(result, outcome === "recorded")
             : Effect.void
         ),
         Tracing.withSpan("Queue.record", noStackTrace)
       )
+
+    const claim: QueueService["claim"] = (workerId, leaseMs) =>
+      Effect.suspend(() => {
+        const taken = ahead.get(workerId)
+        if (taken === undefined) return claimFromQueue(workerId, leaseMs)
+        ahead.delete(workerId)
+        if (Date.now() - taken.sentAt < leaseMs * freshShare) return Effect.succeed(Option.some(taken))
+        return Effect.zipRight(putBack(workerId, taken), claimFromQueue(workerId, leaseMs))
+      })
+
+    const releaseAhead: QueueService["releaseAhead"] = (workerId) =>
+      Effect.suspend(() => {
+        const taken = ahead.get(workerId)
+        if (taken === undefined) return Effect.void
+        ahead.delete(workerId)
+        return putBack(workerId, taken)
+      })
 
     const enqueue: QueueService["enqueue"] = (q) =>
       Effect.gen(function* () {
@@ -361,7 +477,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       return { byStatus, oldestPendingSeconds: oldest[0]?.age ?? null }
     })
 
-    return { claim, heartbeat, rescue, release, record, enqueue, status } satisfies QueueService
+    return { claim, heartbeat, rescue, release, record, releaseAhead, enqueue, status } satisfies QueueService
   })
 
   static readonly layer = Layer.scoped(Queue, Queue.make)

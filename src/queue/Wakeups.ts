@@ -19,6 +19,15 @@ export const cancelChannel = "stageline_cancel"
 /** How often an idle listener checks that its connection still reaches the server. */
 const probeEveryMs = 5_000
 
+/**
+ * How long a cancel nobody here watched is remembered: a request claimed (or claimed ahead, see
+ * Queue.record) is watched only once its run keeps it, and a cancel in between must not wait for the
+ * next heartbeat. Longer than a claim ahead may wait (a tenth of a lease), for the longest lease.
+ */
+const unwatchedCancelMs = 5 * 60_000
+/** At most this many of them are remembered; the oldest go first. */
+const unwatchedCancelLimit = 10_000
+
 export interface WakeupSource {
   /**
    * Take this before looking for work, then await it if none was found: a notification that arrives in
@@ -34,8 +43,11 @@ export interface WakeupSource {
   readonly onWake: (ticket: number, wake: () => void) => () => void
   /** Wakes every waiting fiber (used on reconnect, and by tests). */
   readonly wakeAll: Effect.Effect<void>
-  /** Calls `onCancel` when `requestId` is cancelled, until the function it returns is called. */
-  readonly watchCancel: (requestId: string, onCancel: () => void) => () => void
+  /**
+   * Calls `onCancel` when `requestId` is cancelled, until the function it returns is called; at once if
+   * its cancel was heard at `since` (ms since the epoch) or later, before anyone watched it.
+   */
+  readonly watchCancel: (requestId: string, since: number, onCancel: () => void) => () => void
 }
 
 export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSource>() {
@@ -45,6 +57,19 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
     let generation = 0
     let listeners = new Set<() => void>()
     const cancelWatchers = new Map<string, () => void>()
+    /** Cancels heard with no watcher, by request, with when; in the order heard. */
+    const unwatchedCancels = new Map<string, number>()
+    const heardCancel = (requestId: string) => {
+      const watcher = cancelWatchers.get(requestId)
+      if (watcher) return watcher()
+      const now = Date.now()
+      unwatchedCancels.delete(requestId)
+      unwatchedCancels.set(requestId, now)
+      for (const [id, at] of unwatchedCancels) {
+        if (at > now - unwatchedCancelMs && unwatchedCancels.size <= unwatchedCancelLimit) break
+        unwatchedCancels.delete(id)
+      }
+    }
     const wake = () => {
       generation++
       const woken = listeners
@@ -84,7 +109,7 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
       client.on("end", () => finish("connection closed"))
       client.on("notification", (message) => {
         if (message.channel === channel) wake()
-        else if (message.channel === cancelChannel && message.payload) cancelWatchers.get(message.payload)?.()
+        else if (message.channel === cancelChannel && message.payload) heardCancel(message.payload)
       })
       client
         .connect()
@@ -122,7 +147,16 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
       ticket: Effect.sync(() => generation),
       onWake,
       wakeAll: Effect.sync(wake),
-      watchCancel: (requestId, onCancel) => {
+      watchCancel: (requestId, since, onCancel) => {
+        const heardAt = unwatchedCancels.get(requestId)
+        if (heardAt !== undefined) {
+          unwatchedCancels.delete(requestId)
+          // Heard before this claim was sent, it was about an earlier one (since put back, or taken over).
+          if (heardAt >= since) {
+            onCancel()
+            return () => {}
+          }
+        }
         cancelWatchers.set(requestId, onCancel)
         return () => {
           if (cancelWatchers.get(requestId) === onCancel) cancelWatchers.delete(requestId)

@@ -37,7 +37,9 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
         SELECT 'p' || n, n FROM generate_series(1, 5) AS n`
       const workers = Array.from({ length: 8 }, (_, i) => `w/${i + 1}`)
       const claims = yield* Effect.forEach(workers, (w) => queue.claim(w, 60_000), { concurrency: "unbounded" })
-      const claimed = claims.flatMap((c, i) => (Option.isSome(c) ? [{ worker: workers[i]!, request: c.value }] : []))
+      const claimed = claims.flatMap((c, i) =>
+        Option.isSome(c) ? [{ worker: workers[i]!, request: c.value.request }] : []
+      )
       expect(claimed).toHaveLength(5)
       expect(new Set(claimed.map((c) => c.request.id)).size).toBe(5)
       for (const c of claimed) {
@@ -232,7 +234,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
       expect(other).toBeDefined()
       // Under FOR UPDATE the claim skipped the row and the record waited for the other transaction.
       const claimed = yield* queue.claim("w/1", 60_000).pipe(Effect.timeout(Duration.seconds(5)))
-      expect(Option.map(claimed, (r) => r.id)).toEqual(Option.some(pending!.id))
+      expect(Option.map(claimed, (c) => c.request.id)).toEqual(Option.some(pending!.id))
       const outcome = yield* queue
         .record(resultOf(held!.id, "w/held", "success"), { retryable: false, maxAttempts: 1, backoffMs: 0 })
         .pipe(Effect.timeout(Duration.seconds(5)))

@@ -7,30 +7,12 @@ import * as path from "node:path"
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { Queue, type ResultRow } from "../../src/queue/Queue.js"
+import { Queue } from "../../src/queue/Queue.js"
 import { withEnv } from "../support/env.js"
 import { makeBareRepo, runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { isRunning } from "../support/processes.js"
+import { successOf } from "../support/resultRows.js"
 import { TestDatabase } from "../support/TestDatabase.js"
-
-/** A successful first attempt of `requestId` by worker w/1, as record writes it. */
-const successOf = (requestId: string): ResultRow => ({
-  requestId,
-  attempt: 1,
-  workerId: "w/1",
-  status: "success",
-  output: { stdout: "" },
-  prUrl: null,
-  commitSha: null,
-  branchName: null,
-  durationMs: 5,
-  error: null,
-  sessionId: null,
-  model: null,
-  numTurns: null,
-  costUsd: null,
-  usage: null
-})
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("the stages in detail", (it) => {
   it.effect("asks gh for the pushed branch's pull request, when gh and a token are there", () =>
