@@ -136,9 +136,9 @@ interface RecordedRow {
   readonly existing: boolean
 }
 
-/** A row of recordAndClaimStatement: the record's rows, and a request claimed (its columns null if none). */
+/** A row of recordAndClaimStatement: a request claimed (its columns null if none), one with the record's rows. */
 interface RecordedAndClaimed {
-  readonly outcomes: ReadonlyArray<RecordedRow>
+  readonly outcomes: ReadonlyArray<RecordedRow> | null
   readonly id: string | null
 }
 
@@ -159,17 +159,18 @@ export const recordStatement = {
 } as const
 /**
  * The record and a claim for the workers in `$2` with a lease of `$3` ms, in one statement: one round
- * trip and one commit where a request cost two. Every row carries what record_attempts returned, a json
- * array in the attempts' order; each request claimed is a row of its own, and when none was, one row says
- * so with its columns null. Which of the two the planner runs first does not matter: the record writes
- * requests this worker holds, the claim takes only pending ones.
+ * trip and one commit where a request cost two. Each request claimed is a row; when none was, one row says
+ * so with its columns null. One row (the first claimed, or that one) carries what record_attempts returned,
+ * a json array in the attempts' order; the others carry null, so the driver parses it once. Which of the
+ * two the planner runs first does not matter: the record writes requests this worker holds, the claim
+ * takes only pending ones.
  */
 export const recordAndClaimStatement = {
-  name: "stageline_record_claim_v1",
-  text: `SELECT recorded.outcomes, claimed.*
+  name: "stageline_record_claim_v2",
+  text: `SELECT CASE WHEN claimed.n IS NULL OR claimed.n = 1 THEN recorded.outcomes END AS outcomes, claimed.*
            FROM (SELECT json_agg(json_build_object('status', r.status, 'existing', r.existing) ORDER BY r.n) AS outcomes
                    FROM record_attempts($1::jsonb) WITH ORDINALITY AS r (status, existing, n)) AS recorded
-           LEFT JOIN (SELECT ${Object.keys(ClaimedRequest.fields).join(", ")}
+           LEFT JOIN (SELECT row_number() OVER () AS n, ${Object.keys(ClaimedRequest.fields).join(", ")}
                         FROM claim_next_requests($2::text[], $3 * interval '1 millisecond')) AS claimed ON true`
 } as const
 
@@ -418,7 +419,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
                 Effect.map(Effect.orDie(decodeRequest(row)), (request) => {
                   ahead.set(request.claimed_by ?? "", { request, sentAt })
                 })
-            ).pipe(Effect.as(rows[0]?.outcomes ?? []))
+            ).pipe(Effect.as(rows.find((row) => row.outcomes !== null)?.outcomes ?? []))
           ),
           Effect.map((outcomes) => outcomes.map(outcomeOf))
         )
