@@ -241,4 +241,50 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
       expect(outcome).toBe("recorded")
     }).pipe(Effect.provide(Queue.layer), Effect.scoped)
   )
+  it.effect("a group's record looks up result rows by their key, however small the planner thinks the table is", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const url = yield* DatabaseUrl
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      const ids = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
+        SELECT 'p' || n, 'processing', 1, 'w/' || n FROM generate_series(1, 3) AS n RETURNING id`
+      // Never analyzed: the planner takes the result table for a few rows, and scanning it whole looks cheap.
+      yield* sql`INSERT INTO orchestration_results (request_id, attempt, status)
+        SELECT ${ids[0]!.id}::uuid, n, 'error' FROM generate_series(2, 500) AS n`
+      const attempts = [
+        { request_id: ids[0]!.id, worker_id: "w/1" },
+        { request_id: ids[1]!.id, worker_id: "w/2" },
+        // Not w/3's worker: the one attempt whose result row is looked for.
+        { request_id: ids[2]!.id, worker_id: "w/somebody-else" }
+      ].map((a) => ({ ...a, attempt: 1, status: "success", final: "completed", may_retry: false, max_attempts: 1 }))
+      // auto_explain, at NOTICE, shows the plan of every statement inside the function.
+      const plans = yield* Effect.acquireUseRelease(
+        Effect.promise(async () => {
+          const client = new pg.Client({ connectionString: Redacted.value(url) })
+          await client.connect()
+          return client
+        }),
+        (client) =>
+          Effect.promise(async () => {
+            const notices: Array<string> = []
+            client.on("notice", (notice) => notices.push(notice.message ?? ""))
+            await client.query("LOAD 'auto_explain'")
+            await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
+              SET auto_explain.log_level = notice`)
+            const { rows } = await client.query("SELECT * FROM record_attempts($1::jsonb)", [JSON.stringify(attempts)])
+            return { rows, notices }
+          }),
+        (client) => Effect.promise(() => client.end())
+      )
+      expect(plans.rows).toEqual([
+        { status: "completed", existing: false },
+        { status: "completed", existing: false },
+        { status: null, existing: false }
+      ])
+      const recordPlan = plans.notices.find((n) => n.includes("INSERT INTO orchestration_results"))
+      expect(recordPlan).toBeDefined()
+      expect(recordPlan).not.toContain("Seq Scan on orchestration_results")
+      expect(recordPlan).toContain("orchestration_results_request_attempt_key")
+    })
+  )
 })
