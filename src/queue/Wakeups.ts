@@ -22,9 +22,10 @@ const probeEveryMs = 5_000
 /**
  * How long a cancel nobody here watched is remembered: a request claimed (or claimed ahead, see
  * Queue.record) is watched only once its run keeps it, and a cancel in between must not wait for the
- * next heartbeat. Longer than a claim ahead may wait (a tenth of a lease), for the longest lease.
+ * next heartbeat. A claim ahead waits a tenth of its lease at most, so this covers leases up to 100
+ * minutes; with a longer one, the heartbeat still finds such a cancel.
  */
-const unwatchedCancelMs = 5 * 60_000
+const unwatchedCancelMs = 10 * 60_000
 /** At most this many of them are remembered; the oldest go first. */
 const unwatchedCancelLimit = 10_000
 
