@@ -90,7 +90,7 @@ export default Stage.make({
       const warn = (error: unknown) => Effect.logWarning("could not record the outcome; trying again", error)
       // The next claim rides on this statement when nothing but the claim follows (RunInfo.claimFollows).
       const next = run.claimFollows && !(yield* Lifecycle.isDraining) ? { leaseMs: worker.leaseMs } : undefined
-      const writeOnce = (next: ClaimNext | undefined) =>
+      const writeOnce = (claimNext: ClaimNext | undefined) =>
         queue.record(
           {
             requestId: request.id,
@@ -117,7 +117,7 @@ export default Stage.make({
             maxAttempts: worker.maxAttempts,
             backoffMs: worker.retryBackoffMs
           },
-          next
+          claimNext
         )
       // A write tried again claims nothing ahead: the next claim stage claims as usual.
       const write = writeOnce(undefined)

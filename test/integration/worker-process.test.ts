@@ -75,6 +75,42 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("the w
     })
   )
 
+  it.effect("on SIGTERM amid a stream of requests leaves none claimed: what it claimed ahead goes back", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { env } = yield* setup
+      // claim → record: each record claims the fiber's next request in its own statement.
+      const pipeline = writePipeline({ stages: "\n  - claim\n  - record\n" })
+      yield* sql`INSERT INTO orchestration_requests (prompt) SELECT 'p' || n FROM generate_series(1, 3000) AS n`
+      const worker = startCli(["run", "--pipeline", pipeline.file], env)
+      const counts = () =>
+        Effect.runPromise(
+          sql<{ status: string; n: number; unclaimed: boolean }>`SELECT status, count(*)::int AS n,
+              bool_and(claimed_by IS NULL AND attempts = 0) AS unclaimed
+            FROM orchestration_requests GROUP BY status`
+        )
+      yield* Effect.promise(async () => {
+        await waitFor(
+          "some requests to complete",
+          async () => ((await counts()).find((c) => c.status === "completed")?.n ?? 0) >= 50,
+          15_000
+        )
+        worker.child.kill("SIGTERM")
+        expect((await worker.exited).code).toBe(0)
+      })
+      const byStatus = new Map((yield* Effect.promise(counts)).map((c) => [c.status, c]))
+      expect(byStatus.has("processing")).toBe(false)
+      const completed = byStatus.get("completed")?.n ?? 0
+      const pending = byStatus.get("pending")
+      // Stopped before the end of the queue: the rest is pending again, its attempts untouched.
+      expect(pending?.unclaimed).toBe(true)
+      expect(completed + (pending?.n ?? 0)).toBe(3000)
+      const [results] = yield* sql<{ n: number; requests: number }>`SELECT count(*)::int AS n,
+          count(DISTINCT request_id)::int AS requests FROM orchestration_results`
+      expect(results).toEqual({ n: completed, requests: completed })
+    })
+  )
+
   it.effect(
     "after the grace period interrupts, ends the agent, and puts the request back without using an attempt",
     () =>
