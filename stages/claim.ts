@@ -13,7 +13,8 @@ import { Effect, Exit, Option, Schema, Scope } from "effect"
 import { WorkerConfig } from "../src/config/WorkerConfig.js"
 import * as Stage from "../src/pipeline/Stage.js"
 import { Leases } from "../src/queue/Lease.js"
-import { Queue } from "../src/queue/Queue.js"
+import { Queue, type QueueService } from "../src/queue/Queue.js"
+import type { ClaimedRequest } from "../src/queue/Request.js"
 import { type WakeupSource, Wakeups } from "../src/queue/Wakeups.js"
 import { Lifecycle, type LifecycleState, onDrain, WorkerStopping } from "../src/worker/Lifecycle.js"
 
@@ -43,6 +44,26 @@ const waitForWork = (wakeups: WakeupSource, ticket: number, lifecycle: Lifecycle
     })
   })
 
+/**
+ * Puts `request` back to pending if the run is interrupted. On the run's scope directly:
+ * `Effect.addFinalizer` would diff and restore the fiber's state for every request, to serve only the rare
+ * one that is interrupted.
+ */
+const putBackIfInterrupted = (queue: QueueService, request: ClaimedRequest, workerId: string) =>
+  Effect.flatMap(Effect.scope, (scope) =>
+    Scope.addFinalizerExit(scope, (exit) =>
+      Exit.isInterrupted(exit)
+        ? queue.release(request.id, workerId).pipe(
+            Effect.tap((released) =>
+              released ? Effect.logInfo(`put request ${request.id} back to pending`) : Effect.void
+            ),
+            Effect.catchAll((error) => Effect.logError(`could not put request ${request.id} back to pending`, error)),
+            Effect.annotateLogs({ request_id: request.id, attempt: request.attempts })
+          )
+        : Effect.void
+    )
+  )
+
 export default Stage.make({
   name: "claim",
   description: "Claims the next pending request (FOR UPDATE SKIP LOCKED), waiting on NOTIFY with a poll fallback.",
@@ -66,37 +87,13 @@ export default Stage.make({
         // Taken before the claim, so a notification arriving during it is not missed.
         const ticket = yield* wakeups.ticket
         const claimed = yield* Effect.uninterruptible(
-          queue.claim(workerId, leaseMs).pipe(
-            Effect.tap((request) =>
-              Option.isSome(request)
-                ? // On the run's scope directly: `Effect.addFinalizer` would diff and restore the fiber's
-                  // state for every request, to serve only the rare one that is interrupted.
-                  Effect.flatMap(Effect.scope, (scope) =>
-                    Scope.addFinalizerExit(scope, (exit) =>
-                      Exit.isInterrupted(exit)
-                        ? queue.release(request.value.request.id, workerId).pipe(
-                            Effect.tap((released) =>
-                              released
-                                ? Effect.logInfo(`put request ${request.value.request.id} back to pending`)
-                                : Effect.void
-                            ),
-                            Effect.catchAll((error) =>
-                              Effect.logError(
-                                `could not put request ${request.value.request.id} back to pending`,
-                                error
-                              )
-                            ),
-                            Effect.annotateLogs({
-                              request_id: request.value.request.id,
-                              attempt: request.value.request.attempts
-                            })
-                          )
-                        : Effect.void
-                    )
-                  )
-                : Effect.void
+          queue
+            .claim(workerId, leaseMs)
+            .pipe(
+              Effect.tap((claim) =>
+                Option.isSome(claim) ? putBackIfInterrupted(queue, claim.value.request, workerId) : Effect.void
+              )
             )
-          )
         )
         if (Option.isSome(claimed)) {
           // A claim sent just before the shutdown began can still land after it: hand that request back.
