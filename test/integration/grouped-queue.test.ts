@@ -28,6 +28,47 @@ const resultOf = (requestId: string, workerId: string, status: ResultRow["status
   usage: { input_tokens: 3 }
 })
 
+/**
+ * `n` requests processing, held by w/1 … w/n, and 499 result rows of the first one's other attempts in a
+ * result table never analyzed: the planner takes it for a few rows, and reading it whole looks cheap.
+ */
+const heldBesideUnanalyzedResults = (n: number) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+    const ids = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
+      SELECT 'p' || i, 'processing', 1, 'w/' || i FROM generate_series(1, ${n}) AS i RETURNING id`
+    yield* sql`INSERT INTO orchestration_results (request_id, attempt, status)
+      SELECT ${ids[0]!.id}::uuid, i, 'error' FROM generate_series(2, 500) AS i`
+    return ids
+  })
+
+/**
+ * record_attempts run once on a connection of its own, with the plan of every statement inside it:
+ * auto_explain, at NOTICE and analysed, so a node that never ran says "never executed".
+ */
+const recordExplained = (attempts: ReadonlyArray<unknown>) =>
+  Effect.flatMap(DatabaseUrl, (url) =>
+    Effect.acquireUseRelease(
+      Effect.promise(async () => {
+        const client = new pg.Client({ connectionString: Redacted.value(url) })
+        await client.connect()
+        return client
+      }),
+      (client) =>
+        Effect.promise(async () => {
+          const notices: Array<string> = []
+          client.on("notice", (notice) => notices.push(notice.message ?? ""))
+          await client.query("LOAD 'auto_explain'")
+          await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
+            SET auto_explain.log_analyze = on; SET auto_explain.log_level = notice`)
+          const { rows } = await client.query("SELECT * FROM record_attempts($1::jsonb)", [JSON.stringify(attempts)])
+          return { rows, notices }
+        }),
+      (client) => Effect.promise(() => client.end())
+    )
+  )
+
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("grouped claims and records", (it) => {
   it.effect("concurrent claims share one statement, and each fiber gets a request of its own or none", () =>
     Effect.gen(function* () {
@@ -243,39 +284,14 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
   )
   it.effect("a group's record looks up result rows by their key, however small the planner thinks the table is", () =>
     Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
-      const url = yield* DatabaseUrl
-      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
-      const ids = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
-        SELECT 'p' || n, 'processing', 1, 'w/' || n FROM generate_series(1, 3) AS n RETURNING id`
-      // Never analyzed: the planner takes the result table for a few rows, and scanning it whole looks cheap.
-      yield* sql`INSERT INTO orchestration_results (request_id, attempt, status)
-        SELECT ${ids[0]!.id}::uuid, n, 'error' FROM generate_series(2, 500) AS n`
+      const ids = yield* heldBesideUnanalyzedResults(3)
       const attempts = [
         { request_id: ids[0]!.id, worker_id: "w/1" },
         { request_id: ids[1]!.id, worker_id: "w/2" },
         // Not w/3's worker: the one attempt whose result row is looked for.
         { request_id: ids[2]!.id, worker_id: "w/somebody-else" }
       ].map((a) => ({ ...a, attempt: 1, status: "success", final: "completed", may_retry: false, max_attempts: 1 }))
-      // auto_explain, at NOTICE, shows the plan of every statement inside the function.
-      const plans = yield* Effect.acquireUseRelease(
-        Effect.promise(async () => {
-          const client = new pg.Client({ connectionString: Redacted.value(url) })
-          await client.connect()
-          return client
-        }),
-        (client) =>
-          Effect.promise(async () => {
-            const notices: Array<string> = []
-            client.on("notice", (notice) => notices.push(notice.message ?? ""))
-            await client.query("LOAD 'auto_explain'")
-            await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
-              SET auto_explain.log_level = notice`)
-            const { rows } = await client.query("SELECT * FROM record_attempts($1::jsonb)", [JSON.stringify(attempts)])
-            return { rows, notices }
-          }),
-        (client) => Effect.promise(() => client.end())
-      )
+      const plans = yield* recordExplained(attempts)
       expect(plans.rows).toEqual([
         { status: "completed", existing: false },
         { status: "completed", existing: false },
@@ -285,6 +301,21 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
       expect(recordPlan).toBeDefined()
       expect(recordPlan).not.toContain("Seq Scan on orchestration_results")
       expect(recordPlan).toContain("orchestration_results_request_attempt_key")
+    })
+  )
+  it.effect("a lone record looks for no result row when it records the attempt", () =>
+    Effect.gen(function* () {
+      const ids = yield* heldBesideUnanalyzedResults(2)
+      const attempt = { attempt: 1, status: "success", final: "completed", may_retry: false, max_attempts: 1 }
+      const recorded = yield* recordExplained([{ ...attempt, request_id: ids[1]!.id, worker_id: "w/2" }])
+      expect(recorded.rows).toEqual([{ status: "completed", existing: false }])
+      const plan = recorded.notices.find((n) => n.includes("INSERT INTO orchestration_results"))
+      expect(plan).toBeDefined()
+      // The lookup is in the plan, for an attempt that was not recorded, but it did not run.
+      expect(plan).toMatch(/Scan (using \S+ )?on orchestration_results r .*\(never executed\)/)
+      // The attempt that was not this worker's is still told apart from a repeated record.
+      const notOwner = yield* recordExplained([{ ...attempt, request_id: ids[0]!.id, worker_id: "w/somebody-else" }])
+      expect(notOwner.rows).toEqual([{ status: null, existing: false }])
     })
   )
 })
