@@ -46,7 +46,7 @@ const nextTurn = <A>(answer: () => A) =>
 
 let claimed = 0
 const request = (workerId: string) =>
-  new ClaimedRequest({
+  ClaimedRequest.make({
     id: crypto.randomUUID(),
     created_at: new Date(),
     status: "processing",

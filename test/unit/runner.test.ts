@@ -20,7 +20,7 @@ const note = (name: string) => {
   calls[name].push(Date.now())
 }
 
-const request = new ClaimedRequest({
+const request = ClaimedRequest.make({
   id: "00000000-0000-4000-8000-00000000000a",
   created_at: new Date(),
   status: "processing",
