@@ -1,9 +1,10 @@
 /**
- * The worker's hot statements (claim, record, heartbeat, events) as named prepared statements, sent
+ * The worker's hot statements (claim, record, events) as named prepared statements, sent
  * straight through the `pg` pool that the SQL client also uses. Each connection parses and plans such a
  * statement once, then only binds and runs it; and a call costs a callback, not @effect/sql's statement
  * compilation, connection fiber and query span, which for a claim or a record cost more of the worker's
- * CPU than the round trip did. Everything else goes through the SQL client as before.
+ * CPU than the round trip did. The heartbeat goes the same way but is planned at every call (`planned`).
+ * Everything else goes through the SQL client as before.
  */
 import * as SqlError from "@effect/sql/SqlError"
 import { Context, Effect } from "effect"
@@ -24,8 +25,23 @@ export type PreparedStatement<Row> = (
  * A caller interrupted while the statement runs (a heartbeat's timeout) asks the server to cancel it, as
  * @effect/sql-pg does, so that the connection is not held by a statement nobody waits for.
  */
-export const prepare =
-  <Row>(pool: pg.Pool, name: string, text: string): PreparedStatement<Row> =>
+export const prepare = <Row>(pool: pg.Pool, name: string, text: string): PreparedStatement<Row> =>
+  send(pool, { name, text }, name)
+
+/**
+ * `text` sent the same way, but planned at every call, for the values of that call: for a statement that
+ * reads tables (a prepared statement's plan, once kept, is never made again however the tables grow) and
+ * runs too seldom for its planning to matter.
+ */
+export const planned = <Row>(pool: pg.Pool, label: string, text: string): PreparedStatement<Row> =>
+  send(pool, { text }, label)
+
+const send =
+  <Row>(
+    pool: pg.Pool,
+    statement: { readonly name?: string; readonly text: string },
+    label: string
+  ): PreparedStatement<Row> =>
   (values) =>
     Effect.async<ReadonlyArray<Row>, SqlError.SqlError>((resume) => {
       let client: pg.PoolClient | undefined
@@ -43,7 +59,7 @@ export const prepare =
           return
         }
         client = connected
-        connected.query({ name, text, values: values as Array<unknown> }, (error: Error | undefined, result) => {
+        connected.query({ ...statement, values: values as Array<unknown> }, (error: Error | undefined, result) => {
           client = undefined
           // As pool.query does, a connection whose statement failed is not handed out again; nor one whose
           // statement was cancelled, since the cancel may still be on its way and would hit the next one.
@@ -51,7 +67,7 @@ export const prepare =
           if (settled) return
           settled = true
           if (error) {
-            resume(Effect.fail(new SqlError.SqlError({ cause: error, message: `Failed to execute ${name}` })))
+            resume(Effect.fail(new SqlError.SqlError({ cause: error, message: `Failed to execute ${label}` })))
           } else resume(Effect.succeed(result.rows as ReadonlyArray<Row>))
         })
       })

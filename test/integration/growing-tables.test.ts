@@ -1,0 +1,113 @@
+/**
+ * A worker's connections live long, and PostgreSQL keeps the plan of a prepared statement (or of a
+ * statement inside a PL/pgSQL function) for the life of the connection once it finds that plan cheap. A
+ * plan made while the queue's tables were small, in a new database, reads them whole, and went on doing so
+ * once they were large: 65 ms for a group's record and 135 ms for a heartbeat with a million requests,
+ * until an ANALYZE happened to come. The statements a worker repeats must read by key however the tables
+ * grew after it started.
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, layer } from "@effect/vitest"
+import { Effect, Layer, Redacted } from "effect"
+import pg from "pg"
+import { DatabaseUrl } from "../../src/db/Database.js"
+import { PgPool } from "../../src/db/Prepared.js"
+import { Queue } from "../../src/queue/Queue.js"
+import { TestDatabase } from "../support/TestDatabase.js"
+
+/** Plans, as auto_explain writes them at NOTICE, of everything run on the connections this is given to. */
+const explaining = (notices: Array<string>) => async (client: pg.ClientBase) => {
+  client.on("notice", (notice) => notices.push(notice.message ?? ""))
+  await client.query("LOAD 'auto_explain'")
+  await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
+    SET auto_explain.log_level = notice`)
+}
+
+/** Requests held by w/1 … w/n in a queue of a few rows. */
+const held = (n: number) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
+      SELECT 'held ' || i, 'processing', 1, 'w/' || i FROM generate_series(1, ${n}) AS i RETURNING id`.pipe(
+      Effect.map((rows) => rows.map((row, i) => ({ id: row.id, workerId: `w/${i + 1}` })))
+    )
+  )
+
+/** The queue grows by 100,000 finished requests, with no ANALYZE after it. */
+const grow = Effect.flatMap(
+  SqlClient.SqlClient,
+  (sql) => sql`INSERT INTO orchestration_requests (prompt, status, attempts, finished_at)
+    SELECT 'done', 'completed', 1, now() FROM generate_series(1, 100000)`
+)
+
+const scansOfRequests = (plans: ReadonlyArray<string>) =>
+  plans.filter((plan) => plan.includes("Seq Scan on orchestration_requests"))
+
+layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("plans as the tables grow", (it) => {
+  it.effect("a group's record reads its requests by key after the queue grew", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const url = yield* DatabaseUrl
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      const requests = yield* held(2)
+      // Attempts of requests these workers do not hold: the statements run, and nothing is written.
+      const attempts = JSON.stringify(
+        requests.map((r) => ({ request_id: r.id, worker_id: "w/somebody-else", attempt: 1, status: "success" }))
+      )
+      const notices: Array<string> = []
+      const rows = yield* Effect.acquireUseRelease(
+        Effect.promise(async () => {
+          const client = new pg.Client({ connectionString: Redacted.value(url) })
+          await client.connect()
+          return client
+        }),
+        (client) =>
+          Effect.gen(function* () {
+            const record = Effect.promise(() => client.query("SELECT * FROM record_attempts($1::jsonb)", [attempts]))
+            // Often enough, while the queue is small, for PostgreSQL to settle on a plan it keeps.
+            for (let i = 0; i < 8; i++) yield* record
+            yield* grow
+            yield* Effect.promise(() => explaining(notices)(client))
+            return (yield* record).rows
+          }),
+        (client) => Effect.promise(() => client.end())
+      )
+      expect(rows).toEqual([
+        { status: null, existing: false },
+        { status: null, existing: false }
+      ])
+      const plan = notices.find((n) => n.includes("FOR NO KEY UPDATE OF q"))
+      expect(plan).toContain("orchestration_requests_pkey")
+      expect(scansOfRequests(notices)).toEqual([])
+    })
+  )
+
+  it.effect("a heartbeat reads the leases it renews by key after the queue grew", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const url = yield* DatabaseUrl
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      const requests = yield* held(2)
+      const leases = requests.map((r) => ({ requestId: r.id, workerId: r.workerId, stage: "noop" }))
+      const notices: Array<string> = []
+      // The queue's statements on one connection, so that each heartbeat meets the plans the last one left.
+      const pool = new pg.Pool({ connectionString: Redacted.value(url), max: 1 })
+      const onConnect = explaining(notices)
+      pool.on("connect", (client) => {
+        onConnect(client).catch(() => {})
+      })
+      const states = yield* Effect.gen(function* () {
+        const queue = yield* Queue
+        for (let i = 0; i < 8; i++) yield* queue.heartbeat(leases, 60_000)
+        yield* grow
+        notices.length = 0
+        return yield* queue.heartbeat(leases, 60_000)
+      }).pipe(
+        Effect.provide(Queue.layer.pipe(Layer.provide(Layer.succeed(PgPool, pool)))),
+        Effect.ensuring(Effect.promise(() => pool.end()))
+      )
+      expect([...states.values()]).toEqual(["held", "held"])
+      expect(notices.some((n) => n.includes("WITH held AS"))).toBe(true)
+      expect(scansOfRequests(notices)).toEqual([])
+    })
+  )
+})
