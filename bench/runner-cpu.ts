@@ -10,7 +10,7 @@
  *   node --cpu-prof --import tsx bench/runner-cpu.ts    the same, profiled
  */
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer, Option, Schema } from "effect"
 import type pg from "pg"
 import { engineModule } from "./support/stageline.js"
 import { noopPipeline } from "./support/systems.js"
@@ -45,8 +45,10 @@ const nextTurn = <A>(answer: () => A) =>
   })
 
 let claimed = 0
+// Decoded from a plain row, as Queue decodes the rows its statements return.
+const decodeRequest = Schema.decodeUnknownSync(ClaimedRequest)
 const request = (workerId: string) =>
-  ClaimedRequest.make({
+  decodeRequest({
     id: crypto.randomUUID(),
     created_at: new Date(),
     status: "processing",
