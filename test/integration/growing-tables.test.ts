@@ -4,11 +4,11 @@
  * plan made while the queue's tables were small, in a new database, reads them whole, and went on doing so
  * once they were large: 65 ms for a group's record and 135 ms for a heartbeat with a million requests,
  * until an ANALYZE happened to come. The statements a worker repeats must read by key however the tables
- * grew after it started.
+ * grew after it started, and a plan kept for a long queue must still read only its head.
  */
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Layer, Option, Redacted } from "effect"
 import pg from "pg"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { PgPool } from "../../src/db/Prepared.js"
@@ -22,6 +22,30 @@ const explaining = (notices: Array<string>) => async (client: pg.ClientBase) => 
   await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
     SET auto_explain.log_level = notice`)
 }
+
+/**
+ * The queue's own statements on one connection of a pool of one, explained: each call meets the plans the
+ * last one left on it.
+ */
+const onOneConnection =
+  (url: string, notices: Array<string>) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.suspend(() => {
+      const pool = new pg.Pool({ connectionString: url, max: 1 })
+      const onConnect = explaining(notices)
+      pool.on("connect", (client) => {
+        onConnect(client).catch(() => {})
+      })
+      return effect.pipe(
+        Effect.provide(Queue.layer.pipe(Layer.provide(Layer.succeed(PgPool, pool)))),
+        Effect.ensuring(Effect.promise(() => pool.end()))
+      )
+    })
+
+const empty = Effect.flatMap(
+  SqlClient.SqlClient,
+  (sql) => sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+)
 
 /** Requests held by w/1 … w/n in a queue of a few rows. */
 const held = (n: number) =>
@@ -45,9 +69,8 @@ const scansOfRequests = (plans: ReadonlyArray<string>) =>
 layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("plans as the tables grow", (it) => {
   it.effect("a group's record reads its requests by key after the queue grew", () =>
     Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
       const url = yield* DatabaseUrl
-      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      yield* empty
       const requests = yield* held(2)
       // Attempts of requests these workers do not hold: the statements run, and nothing is written.
       const attempts = JSON.stringify(
@@ -83,30 +106,47 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("plan
 
   it.effect("a heartbeat reads the leases it renews by key after the queue grew", () =>
     Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
       const url = yield* DatabaseUrl
-      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      yield* empty
       const requests = yield* held(2)
       const leases = requests.map((r) => ({ requestId: r.id, workerId: r.workerId, stage: "noop" }))
       const notices: Array<string> = []
-      // The queue's statements on one connection, so that each heartbeat meets the plans the last one left.
-      const pool = new pg.Pool({ connectionString: Redacted.value(url), max: 1 })
-      const onConnect = explaining(notices)
-      pool.on("connect", (client) => {
-        onConnect(client).catch(() => {})
-      })
       const states = yield* Effect.gen(function* () {
         const queue = yield* Queue
         for (let i = 0; i < 8; i++) yield* queue.heartbeat(leases, 60_000)
         yield* grow
         notices.length = 0
         return yield* queue.heartbeat(leases, 60_000)
-      }).pipe(
-        Effect.provide(Queue.layer.pipe(Layer.provide(Layer.succeed(PgPool, pool)))),
-        Effect.ensuring(Effect.promise(() => pool.end()))
-      )
+      }).pipe(onOneConnection(Redacted.value(url), notices))
       expect([...states.values()]).toEqual(["held", "held"])
       expect(notices.some((n) => n.includes("WITH held AS"))).toBe(true)
+      expect(scansOfRequests(notices)).toEqual([])
+    })
+  )
+  it.effect("a claim takes the head of the claim index, and its rows by key, with a long queue", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const url = yield* DatabaseUrl
+      yield* empty
+      yield* grow
+      yield* sql`INSERT INTO orchestration_requests (prompt) SELECT 'pending ' || i FROM generate_series(1, 100000) AS i`
+      // Analyzed, as a long-lived queue is: the planner knows how long it is.
+      yield* sql`ANALYZE orchestration_requests`
+      const notices: Array<string> = []
+      const claimed = yield* Effect.gen(function* () {
+        const queue = yield* Queue
+        // Enough claims for PostgreSQL to settle on the plan it keeps, and a group of four to end with.
+        for (let i = 0; i < 8; i++) yield* queue.claim(`w/${i}`, 60_000)
+        notices.length = 0
+        return yield* Effect.forEach(["a", "b", "c", "d"], (w) => queue.claim(`w/${w}`, 60_000), {
+          concurrency: "unbounded"
+        })
+      }).pipe(onOneConnection(Redacted.value(url), notices))
+      expect(claimed.map((c) => Option.map(c, (claim) => claim.request.claimed_by))).toEqual(
+        ["w/a", "w/b", "w/c", "w/d"].map(Option.some)
+      )
+      const plans = notices.filter((n) => n.includes("orchestration_requests"))
+      expect(plans.some((plan) => plan.includes("orchestration_requests_claim_idx"))).toBe(true)
       expect(scansOfRequests(notices)).toEqual([])
     })
   )
