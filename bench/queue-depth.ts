@@ -1,10 +1,11 @@
 /**
  * Queue depth: how long one claim takes with 0, 100k and 1M other requests pending, through the Queue
- * service the claim stage uses; and the plan PostgreSQL picks for the claim at each depth, which must
- * read the head of the partial claim index, not the table.
+ * service the claim stage uses; and the plans PostgreSQL keeps for the claim's statements at each depth,
+ * which must read the head of the partial claim index, and the claimed rows by key, not the table.
  */
 import { NodeContext } from "@effect/platform-node"
 import { ConfigProvider, Layer, ManagedRuntime } from "effect"
+import type pg from "pg"
 import * as Database from "../src/db/Database.js"
 import { migrate } from "../src/db/Migrator.js"
 import { Queue } from "../src/queue/Queue.js"
@@ -12,15 +13,33 @@ import { connect, createDatabase, dropDatabase } from "./support/databases.js"
 import { load } from "./support/machine.js"
 import { now, percentile, round } from "./support/stats.js"
 
-/** The claim function's statement, as EXPLAIN can see it (a SQL function's plan is not shown). */
-const claimStatement = `UPDATE orchestration_requests AS r
-   SET status = 'processing', claimed_at = now(), claimed_by = 'explain', attempts = r.attempts + 1,
-       lease_expires_at = now() + interval '60 seconds', heartbeat_at = now(), current_stage = NULL
- WHERE r.id = (SELECT p.id FROM orchestration_requests AS p
-                WHERE p.status = 'pending' AND p.run_after <= now()
-                ORDER BY p.priority DESC, p.run_after, p.created_at
-                LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING r.*`
+/**
+ * The plans of the claim as the worker runs it: claim_next_requests called on a connection of its own, its
+ * statements explained by auto_explain (at NOTICE, analysed), in a transaction rolled back. Called a few
+ * times first, as a worker's connection calls it, so the plan shown is the one PostgreSQL keeps.
+ */
+const explainClaim = async (client: pg.Client) => {
+  const notices: Array<string> = []
+  const listener = (notice: { readonly message?: string | undefined }) => {
+    notices.push(notice.message ?? "")
+  }
+  client.on("notice", listener)
+  try {
+    await client.query("BEGIN")
+    for (let i = 0; i < 6; i++) {
+      await client.query(`SELECT id FROM claim_next_requests(ARRAY['explain'], interval '60 seconds')`)
+    }
+    await client.query(`LOAD 'auto_explain'; SET LOCAL auto_explain.log_min_duration = 0;
+      SET LOCAL auto_explain.log_nested_statements = on; SET LOCAL auto_explain.log_analyze = on;
+      SET LOCAL auto_explain.log_buffers = on; SET LOCAL auto_explain.log_level = notice`)
+    notices.length = 0
+    await client.query(`SELECT id FROM claim_next_requests(ARRAY['explain'], interval '60 seconds')`)
+    return notices.filter((n) => n.includes("orchestration_requests")).join("\n\n")
+  } finally {
+    await client.query("ROLLBACK")
+    client.off("notice", listener)
+  }
+}
 
 export const measureDepth = async (options: { readonly depths: ReadonlyArray<number>; readonly claims: number }) => {
   const db = await createDatabase("depth")
@@ -59,10 +78,7 @@ export const measureDepth = async (options: { readonly depths: ReadonlyArray<num
       // What was claimed is finished, as record would leave it; the backlog stays pending.
       await client.query(`UPDATE orchestration_requests SET status = 'completed', finished_at = now()
                            WHERE status = 'processing'`)
-      await client.query("BEGIN")
-      const plan = await client.query<{ "QUERY PLAN": string }>(`EXPLAIN (ANALYZE, BUFFERS) ${claimStatement}`)
-      await client.query("ROLLBACK")
-      const planText = plan.rows.map((r) => r["QUERY PLAN"]).join("\n")
+      const planText = await explainClaim(client)
       const pendingNow = await client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM orchestration_requests WHERE status = 'pending'`
       )
@@ -72,7 +88,10 @@ export const measureDepth = async (options: { readonly depths: ReadonlyArray<num
         p50_ms: round(percentile(times, 50)),
         p95_ms: round(percentile(times, 95)),
         p99_ms: round(percentile(times, 99)),
-        index_used: planText.includes("orchestration_requests_claim_idx"),
+        // The head of the claim index, and no statement of the claim reading the table whole.
+        index_used:
+          planText.includes("orchestration_requests_claim_idx") &&
+          !planText.includes("Seq Scan on orchestration_requests"),
         plan: planText,
         load: load()
       })
