@@ -20,7 +20,7 @@ import { Duration, Effect, Schedule, Schema } from "effect"
 import { type RetryClass, WorkerConfig } from "../src/config/WorkerConfig.js"
 import type { ResultStatus, StageInput } from "../src/pipeline/RunContext.js"
 import * as Stage from "../src/pipeline/Stage.js"
-import { type ClaimNext, Queue } from "../src/queue/Queue.js"
+import { Queue } from "../src/queue/Queue.js"
 import { Lifecycle } from "../src/worker/Lifecycle.js"
 
 const statusOf = (input: StageInput<"request">): { status: ResultStatus; error: string | null } => {
@@ -90,38 +90,30 @@ export default Stage.make({
       const warn = (error: unknown) => Effect.logWarning("could not record the outcome; trying again", error)
       // The next claim rides on this statement when nothing but the claim follows (RunInfo.claimFollows).
       const next = run.claimFollows && !(yield* Lifecycle.isDraining) ? { leaseMs: worker.leaseMs } : undefined
-      const writeOnce = (claimNext: ClaimNext | undefined) =>
-        queue.record(
-          {
-            requestId: request.id,
-            attempt: request.attempts,
-            workerId: run.workerId,
-            status,
-            output,
-            prUrl: git?.prUrl ?? null,
-            commitSha: git?.headSha ?? null,
-            branchName: git?.branch ?? null,
-            durationMs,
-            error,
-            sessionId: agent?.sessionId ?? null,
-            model: agent?.model ?? null,
-            numTurns: agent?.numTurns ?? null,
-            costUsd: agent?.costUsd ?? null,
-            usage: agent?.usage ?? null
-          },
-          {
-            retryable: (() => {
-              const kind = retryClassOf(input, status)
-              return kind !== null && worker.retryOn.includes(kind)
-            })(),
-            maxAttempts: worker.maxAttempts,
-            backoffMs: worker.retryBackoffMs
-          },
-          claimNext
-        )
-      // A write tried again claims nothing ahead: the next claim stage claims as usual.
-      const write = writeOnce(undefined)
-      const outcome = yield* writeOnce(next).pipe(
+      const result = {
+        requestId: request.id,
+        attempt: request.attempts,
+        workerId: run.workerId,
+        status,
+        output,
+        prUrl: git?.prUrl ?? null,
+        commitSha: git?.headSha ?? null,
+        branchName: git?.branch ?? null,
+        durationMs,
+        error,
+        sessionId: agent?.sessionId ?? null,
+        model: agent?.model ?? null,
+        numTurns: agent?.numTurns ?? null,
+        costUsd: agent?.costUsd ?? null,
+        usage: agent?.usage ?? null
+      }
+      const kind = retryClassOf(input, status)
+      const retry = {
+        retryable: kind !== null && worker.retryOn.includes(kind),
+        maxAttempts: worker.maxAttempts,
+        backoffMs: worker.retryBackoffMs
+      }
+      const outcome = yield* queue.record(result, retry, next).pipe(
         // Waits 200 ms, then 400, 800, … up to 5 s between tries, for as long as a lease from the first
         // failure. The schedule is built only once a write has failed: almost every write succeeds at once,
         // and building it cost more than the write's call.
@@ -131,7 +123,8 @@ export default Stage.make({
             Effect.zipRight(Effect.sleep(Duration.millis(200))),
             Effect.zipRight(
               Effect.retry(
-                Effect.tapError(write, warn),
+                // A write tried again claims nothing ahead: the next claim stage claims as usual.
+                Effect.tapError(queue.record(result, retry), warn),
                 Schedule.exponential(Duration.millis(400)).pipe(
                   Schedule.modifyDelay((_, d) => Duration.min(d, Duration.seconds(5))),
                   Schedule.check(() => Date.now() - failedAt < worker.leaseMs)
