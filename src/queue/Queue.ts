@@ -446,21 +446,25 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Tracing.withSpan("Queue.record", noStackTrace)
       )
 
+    /** The request claimed ahead for `workerId`, if any, no longer held here for it. */
+    const takeAhead = (workerId: string) => {
+      const taken = ahead.get(workerId)
+      ahead.delete(workerId)
+      return taken
+    }
+
     const claim: QueueService["claim"] = (workerId, leaseMs) =>
       Effect.suspend(() => {
-        const taken = ahead.get(workerId)
+        const taken = takeAhead(workerId)
         if (taken === undefined) return claimFromQueue(workerId, leaseMs)
-        ahead.delete(workerId)
         if (Date.now() - taken.sentAt < leaseMs * freshShare) return Effect.succeed(Option.some(taken))
         return Effect.zipRight(putBack(workerId, taken), claimFromQueue(workerId, leaseMs))
       })
 
     const releaseAhead: QueueService["releaseAhead"] = (workerId) =>
       Effect.suspend(() => {
-        const taken = ahead.get(workerId)
-        if (taken === undefined) return Effect.void
-        ahead.delete(workerId)
-        return putBack(workerId, taken)
+        const taken = takeAhead(workerId)
+        return taken === undefined ? Effect.void : putBack(workerId, taken)
       })
 
     const enqueue: QueueService["enqueue"] = (q) =>
