@@ -8,6 +8,7 @@ import { Duration, Effect, Option, Redacted } from "effect"
 import pg from "pg"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { Queue, type ResultRow } from "../../src/queue/Queue.js"
+import { explainInto, ownConnection } from "../support/autoExplain.js"
 import { TestDatabase } from "../support/TestDatabase.js"
 
 const resultOf = (requestId: string, workerId: string, status: ResultRow["status"], attempt = 1): ResultRow => ({
@@ -43,30 +44,15 @@ const heldBesideUnanalyzedResults = (n: number) =>
     return ids
   })
 
-/**
- * record_attempts run once on a connection of its own, with the plan of every statement inside it:
- * auto_explain, at NOTICE and analysed, so a node that never ran says "never executed".
- */
+/** record_attempts run once on a connection of its own, with the plan of every statement inside it. */
 const recordExplained = (attempts: ReadonlyArray<unknown>) =>
-  Effect.flatMap(DatabaseUrl, (url) =>
-    Effect.acquireUseRelease(
-      Effect.promise(async () => {
-        const client = new pg.Client({ connectionString: Redacted.value(url) })
-        await client.connect()
-        return client
-      }),
-      (client) =>
-        Effect.promise(async () => {
-          const notices: Array<string> = []
-          client.on("notice", (notice) => notices.push(notice.message ?? ""))
-          await client.query("LOAD 'auto_explain'")
-          await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
-            SET auto_explain.log_analyze = on; SET auto_explain.log_level = notice`)
-          const { rows } = await client.query("SELECT * FROM record_attempts($1::jsonb)", [JSON.stringify(attempts)])
-          return { rows, notices }
-        }),
-      (client) => Effect.promise(() => client.end())
-    )
+  ownConnection((client) =>
+    Effect.promise(async () => {
+      const notices: Array<string> = []
+      await explainInto(client, notices)
+      const { rows } = await client.query("SELECT * FROM record_attempts($1::jsonb)", [JSON.stringify(attempts)])
+      return { rows, notices }
+    })
   )
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("grouped claims and records", (it) => {

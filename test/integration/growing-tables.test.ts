@@ -13,15 +13,8 @@ import pg from "pg"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { PgPool } from "../../src/db/Prepared.js"
 import { Queue } from "../../src/queue/Queue.js"
+import { explainInto, ownConnection } from "../support/autoExplain.js"
 import { TestDatabase } from "../support/TestDatabase.js"
-
-/** Plans, as auto_explain writes them at NOTICE, of everything run on the connections this is given to. */
-const explaining = (notices: Array<string>) => async (client: pg.ClientBase) => {
-  client.on("notice", (notice) => notices.push(notice.message ?? ""))
-  await client.query("LOAD 'auto_explain'")
-  await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
-    SET auto_explain.log_level = notice`)
-}
 
 /**
  * The queue's own statements on one connection of a pool of one, explained: each call meets the plans the
@@ -32,9 +25,8 @@ const onOneConnection =
   <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.suspend(() => {
       const pool = new pg.Pool({ connectionString: url, max: 1 })
-      const onConnect = explaining(notices)
       pool.on("connect", (client) => {
-        onConnect(client).catch(() => {})
+        explainInto(client, notices).catch(() => {})
       })
       return effect.pipe(
         Effect.provide(Queue.layer.pipe(Layer.provide(Layer.succeed(PgPool, pool)))),
@@ -69,7 +61,6 @@ const scansOfRequests = (plans: ReadonlyArray<string>) =>
 layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("plans as the tables grow", (it) => {
   it.effect("a group's record reads its requests by key after the queue grew", () =>
     Effect.gen(function* () {
-      const url = yield* DatabaseUrl
       yield* empty
       const requests = yield* held(2)
       // Attempts of requests these workers do not hold: the statements run, and nothing is written.
@@ -77,22 +68,15 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("plan
         requests.map((r) => ({ request_id: r.id, worker_id: "w/somebody-else", attempt: 1, status: "success" }))
       )
       const notices: Array<string> = []
-      const rows = yield* Effect.acquireUseRelease(
-        Effect.promise(async () => {
-          const client = new pg.Client({ connectionString: Redacted.value(url) })
-          await client.connect()
-          return client
-        }),
-        (client) =>
-          Effect.gen(function* () {
-            const record = Effect.promise(() => client.query("SELECT * FROM record_attempts($1::jsonb)", [attempts]))
-            // Often enough, while the queue is small, for PostgreSQL to settle on a plan it keeps.
-            for (let i = 0; i < 8; i++) yield* record
-            yield* grow
-            yield* Effect.promise(() => explaining(notices)(client))
-            return (yield* record).rows
-          }),
-        (client) => Effect.promise(() => client.end())
+      const rows = yield* ownConnection((client) =>
+        Effect.gen(function* () {
+          const record = Effect.promise(() => client.query("SELECT * FROM record_attempts($1::jsonb)", [attempts]))
+          // Often enough, while the queue is small, for PostgreSQL to settle on a plan it keeps.
+          for (let i = 0; i < 8; i++) yield* record
+          yield* grow
+          yield* Effect.promise(() => explainInto(client, notices))
+          return (yield* record).rows
+        })
       )
       expect(rows).toEqual([
         { status: null, existing: false },
