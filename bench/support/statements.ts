@@ -3,12 +3,14 @@
  * costs, sent by a bare loop through `pg` with no runner around them (no fibers, stages, events, metrics
  * or leases). As the worker does, the loop claims once, then records each attempt and claims the next in
  * one statement (Queue's recordAndClaimStatement). At concurrency c it claims for c workers at once and
- * records their c attempts at once, as stageline's worker groups them when its c fibers move in step.
- * So its jobs/s is the rate those statements reach, sent that way, with no runner's cost between them:
- * what stageline's own figure lacks beside it is the runner's.
+ * records their c attempts at once, as stageline's worker groups them when its c fibers move in step; from
+ * 16 on, in two loops of half the workers each, as the worker's fibers record in two groups
+ * (Queue's recordGroupsFor), each with its statement in flight. So its jobs/s is the rate those statements
+ * reach, sent that way, with no runner's cost between them: what stageline's own figure lacks beside it is
+ * the runner's.
  */
 import pg from "pg"
-import { claimStatement, recordAndClaimStatement } from "../../src/queue/Queue.js"
+import { claimStatement, recordAndClaimStatement, recordGroupsFor } from "../../src/queue/Queue.js"
 import { connect, createDatabase, dropDatabase } from "./databases.js"
 import { startStageline } from "./stageline.js"
 import { noopPipeline, type QueueSystem } from "./systems.js"
@@ -55,11 +57,13 @@ export const stagelineStatements = async (): Promise<QueueSystem> => {
     name: "stageline statements alone",
     start: async (concurrency) => {
       const pool = new pg.Pool({ connectionString: db.url, max: 10, application_name: "stageline-bench" })
-      const workers = Array.from({ length: concurrency }, (_, i) => `bench-${i}`)
+      const groups = recordGroupsFor(concurrency)
+      const workersOf = (group: number) =>
+        Array.from({ length: concurrency }, (_, i) => `bench-${i}`).filter((_, i) => i % groups === group)
       let running = true
       const send = async <Row>(statement: { name: string; text: string }, values: Array<unknown>) =>
         (await pool.query<Row & pg.QueryResultRow>({ ...statement, values })).rows
-      const loop = (async () => {
+      const loop = async (workers: ReadonlyArray<string>) => {
         let claimed: ReadonlyArray<Claimed> = []
         while (running) {
           if (claimed.length === 0) claimed = await send<Claimed>(claimStatement, [workers, 60_000])
@@ -74,7 +78,8 @@ export const stagelineStatements = async (): Promise<QueueSystem> => {
           ])
           claimed = rows.filter((row): row is Claimed => row.id !== null)
         }
-      })()
+      }
+      const loops = Promise.all(Array.from({ length: groups }, (_, group) => loop(workersOf(group))))
       return {
         insertMany: tables.insertMany,
         insertOne: () => Promise.reject(new Error("the statements alone are not timed for pickup")),
@@ -82,7 +87,7 @@ export const stagelineStatements = async (): Promise<QueueSystem> => {
         completed: tables.completed,
         stop: async () => {
           running = false
-          await loop
+          await loops
           await pool.end()
         }
       }

@@ -148,7 +148,14 @@ export const stageServices = (
   options: { readonly once: boolean; readonly observer?: Observer }
 ) =>
   Layer.mergeAll(
-    Leases.layer.pipe(Layer.provideMerge(Layer.merge(Queue.layer, Wakeups.layer))),
+    Leases.layer.pipe(
+      Layer.provideMerge(
+        Layer.merge(
+          Layer.unwrapEffect(Effect.map(WorkerConfig, (config) => Queue.layerFor(config.workerCount))),
+          Wakeups.layer
+        )
+      )
+    ),
     EventLog.layer(options.observer),
     Lifecycle.layer(options),
     AgentSettings.layer(pipeline.agent, pipeline.dir),

@@ -4,7 +4,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
-import { Duration, Effect, Option, Redacted } from "effect"
+import { Duration, Effect, Fiber, Option, Redacted } from "effect"
 import pg from "pg"
 import { DatabaseUrl } from "../../src/db/Database.js"
 import { Queue, type ResultRow } from "../../src/queue/Queue.js"
@@ -53,6 +53,24 @@ const recordExplained = (attempts: ReadonlyArray<unknown>) =>
       const { rows } = await client.query("SELECT * FROM record_attempts($1::jsonb)", [JSON.stringify(attempts)])
       return { rows, notices }
     })
+  )
+
+/**
+ * A transaction of another connection, open until the scope closes (or its client says ROLLBACK), that ran
+ * `statement`: the locks it took are held meanwhile.
+ */
+const lockedElsewhere = (statement: string, values: Array<unknown>) =>
+  Effect.flatMap(DatabaseUrl, (url) =>
+    Effect.acquireRelease(
+      Effect.promise(async () => {
+        const client = new pg.Client({ connectionString: Redacted.value(url) })
+        await client.connect()
+        await client.query("BEGIN")
+        await client.query(statement, values)
+        return client
+      }),
+      (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end()))
+    )
   )
 
 layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("grouped claims and records", (it) => {
@@ -236,7 +254,6 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const queue = yield* Queue
-      const url = yield* DatabaseUrl
       yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
       const [pending] = yield* sql<{
         id: string
@@ -246,19 +263,9 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
       }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
         VALUES ('h', 'processing', 1, 'w/held') RETURNING id`
       // What an event insert's foreign-key check holds until its commit, on both rows.
-      const other = yield* Effect.acquireRelease(
-        Effect.promise(async () => {
-          const client = new pg.Client({ connectionString: Redacted.value(url) })
-          await client.connect()
-          await client.query("BEGIN")
-          await client.query(`SELECT 1 FROM orchestration_requests WHERE id = ANY ($1::uuid[]) FOR KEY SHARE`, [
-            [pending!.id, held!.id]
-          ])
-          return client
-        }),
-        (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end()))
-      )
-      expect(other).toBeDefined()
+      yield* lockedElsewhere("SELECT 1 FROM orchestration_requests WHERE id = ANY ($1::uuid[]) FOR KEY SHARE", [
+        [pending!.id, held!.id]
+      ])
       // Under FOR UPDATE the claim skipped the row and the record waited for the other transaction.
       const claimed = yield* queue.claim("w/1", 60_000).pipe(Effect.timeout(Duration.seconds(5)))
       expect(Option.map(claimed, (c) => c.request.id)).toEqual(Option.some(pending!.id))
@@ -268,6 +275,54 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("group
       expect(outcome).toBe("recorded")
     }).pipe(Effect.provide(Queue.layer), Effect.scoped)
   )
+  it.effect(
+    "a worker of 16 fibers records in two groups, each fiber always in its own, neither waiting on the other",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const queue = yield* Queue
+        const workers = Array.from({ length: 16 }, (_, i) => `w/${i + 1}`)
+        yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+        const held = yield* sql<{ id: string; claimed_by: string }>`INSERT INTO orchestration_requests
+          (prompt, status, attempts, claimed_by)
+        SELECT 'p', 'processing', 1, w FROM unnest(${workers}::text[]) AS w RETURNING id, claimed_by`
+        const idOf = new Map(held.map((r) => [r.claimed_by, r.id]))
+        const noRetry = { retryable: false, maxAttempts: 1, backoffMs: 0 }
+        const recordAll = (order: ReadonlyArray<string>, attempt: number) =>
+          Effect.forEach(order, (w) => queue.record(resultOf(idOf.get(w)!, w, "success", attempt), noRetry), {
+            concurrency: "unbounded"
+          })
+        /** The workers whose attempt was written by the same statement (one transaction, so one now()). */
+        const statementsOf = (attempt: number) =>
+          Effect.map(
+            sql<{ workers: Array<string> }>`SELECT array_agg(worker_id ORDER BY worker_id) AS workers
+              FROM orchestration_results WHERE attempt = ${attempt} GROUP BY created_at ORDER BY min(worker_id)`,
+            (rows) => rows.map((r) => [...r.workers].sort())
+          )
+        // Another transaction holds w/1's row, so the statement that records w/1 waits for it.
+        const other = yield* lockedElsewhere("SELECT 1 FROM orchestration_requests WHERE id = $1 FOR UPDATE", [
+          idOf.get("w/1")
+        ])
+        const first = yield* Effect.fork(recordAll(workers, 1))
+        // The fibers take the groups in turn as they first record: w/2, w/4, … are in the group without w/1.
+        const evens = workers.filter((_, i) => i % 2 === 1).sort()
+        const odds = workers.filter((_, i) => i % 2 === 0).sort()
+        let written: Array<Array<string>> = []
+        for (let tries = 0; tries < 250 && written.flat().length < 8; tries++) {
+          yield* Effect.sleep(Duration.millis(20))
+          written = yield* statementsOf(1)
+        }
+        expect(written).toEqual([evens])
+        yield* Effect.promise(() => other.query("ROLLBACK"))
+        expect(yield* Fiber.join(first)).toEqual(Array(16).fill("recorded"))
+        expect(yield* statementsOf(1)).toEqual([odds, evens].sort((a, b) => a[0]!.localeCompare(b[0]!)))
+        // Each fiber stays in its group, in whatever order they come (taken in turn, these would split anew).
+        yield* sql`UPDATE orchestration_requests SET status = 'processing', attempts = 2`
+        expect(yield* recordAll([...odds, ...evens], 2)).toEqual(Array(16).fill("recorded"))
+        expect(yield* statementsOf(2)).toEqual(yield* statementsOf(1))
+      }).pipe(Effect.provide(Queue.layerFor(16)), Effect.scoped)
+  )
+
   it.effect("a group's record looks up result rows by their key, however small the planner thinks the table is", () =>
     Effect.gen(function* () {
       const ids = yield* heldBesideUnanalyzedResults(3)
