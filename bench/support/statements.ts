@@ -16,14 +16,15 @@ import { startStageline } from "./stageline.js"
 import { noopPipeline, type QueueSystem } from "./systems.js"
 import { stagelineTables } from "./tables.js"
 
-interface Claimed {
+/** A request a claim returned, as far as a record needs it. */
+export interface Claimed {
   readonly id: string
   readonly attempts: number
   readonly claimed_by: string
 }
 
 /** One attempt as record_attempts reads it: a success with stageline's result-row fields. */
-const attemptOf = (request: Claimed) => ({
+export const attemptOf = (request: Claimed) => ({
   request_id: request.id,
   attempt: request.attempts,
   worker_id: request.claimed_by,
