@@ -9,14 +9,17 @@
  * The steps are read off `pg` itself: its client's notification events and statements, wrapped in this
  * process. Not a target and not part of `npm run bench`: a profiling aid for the pickup target.
  *
- *   npm run bench:pickup-steps            300 jobs each
+ *   npm run bench:pickup-steps            300 jobs each, 5 ms apart
  *   STEPS_N=1000 npm run bench:pickup-steps
+ *   STEPS_IDLE_MS=50 npm run bench:pickup-steps    the worker idle 50 ms before each job
  */
 import pg from "pg"
 import { median, now, round, sleep } from "./support/stats.js"
 import { graphileWorker, type QueueSystem, stageline } from "./support/systems.js"
 
 const samples = Number(process.env.STEPS_N ?? 300)
+/** How long the worker waits idle before each job: the longer, the colder the code its pickup runs. */
+const idleMs = Number(process.env.STEPS_IDLE_MS ?? 5)
 
 /** What happened after the last insert: set by the wrapped `pg`, cleared before each insert. */
 let marks: { notified?: number; sent?: number; answered?: number } = {}
@@ -73,7 +76,7 @@ const steps = async (system: QueueSystem) => {
           started: started - answered
         })
       }
-      await sleep(5)
+      await sleep(idleMs)
     }
   } finally {
     await worker.stop()
@@ -93,7 +96,9 @@ const systems = [await stageline(), await graphileWorker("default")]
 try {
   const results: Array<Awaited<ReturnType<typeof steps>>> = []
   for (const system of systems) results.push(await steps(system))
-  console.log(`pickup, step by step (p50 ms of ${samples} jobs inserted one at a time, idle worker):\n`)
+  console.log(
+    `pickup, step by step (p50 ms of ${samples} jobs inserted one at a time, the worker idle ${idleMs} ms before each):\n`
+  )
   console.log(`| step | ${results.map((r) => r.system).join(" | ")} |`)
   console.log(`| --- | ${results.map(() => "---:").join(" | ")} |`)
   const row = (label: string, key: "notified" | "sent" | "answered" | "started") =>
