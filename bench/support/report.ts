@@ -40,7 +40,7 @@ export const renderTable = (result: Record<string, unknown>) => {
     }
     lines.push(
       "",
-      "*stageline's statements alone*: the statements its worker sends, a claim and then one statement that records each attempt and claims the next, sent by a bare loop with no runner around them (`bench/support/statements.ts`); not a target: the rate those statements reach with no runner's cost between them."
+      "*stageline's statements alone*: the statements its worker sends, a claim and then one statement that records each attempt and claims the next, sent by a bare loop with no runner around them (`bench/support/statements.ts`; from 16 on, two loops of half the workers each, as the worker records in two groups); not a target: the rate those statements reach with no runner's cost between them."
     )
     lines.push("")
     // Every concurrency's ratio, and which of them hold: a target missed at some is met at others.
