@@ -13,7 +13,7 @@ import type pg from "pg"
 import { claimStatement, recordAndClaimStatement } from "../src/queue/Queue.js"
 import { connect, createDatabase, dropDatabase } from "./support/databases.js"
 import { startStageline } from "./support/stageline.js"
-import { attemptOf, type Claimed } from "./support/statements.js"
+import { attemptOf, benchWorkers, type Claimed } from "./support/statements.js"
 import { median, round } from "./support/stats.js"
 import { noopPipeline } from "./support/systems.js"
 import { stagelineTables } from "./support/tables.js"
@@ -31,8 +31,6 @@ const timed = async (once: (i: number) => Promise<unknown>) => {
   return round(median(ms), 3)
 }
 
-const workersOf = (n: number) => Array.from({ length: n }, (_, i) => `bench-${i}`)
-
 /** Each statement's p50 on `client`, whose synchronous_commit is already set. */
 const costs = async (client: pg.Client, tables: ReturnType<typeof stagelineTables>) => {
   await tables.empty()
@@ -45,11 +43,12 @@ const costs = async (client: pg.Client, tables: ReturnType<typeof stagelineTable
   const recordAndClaim = async (n: number) => {
     await tables.empty()
     await tables.insertMany(calls * n + n)
-    let claimed = (await client.query<Claimed>({ ...claimStatement, values: [workersOf(n), 60_000] })).rows
+    const workers = benchWorkers(n)
+    let claimed = (await client.query<Claimed>({ ...claimStatement, values: [workers, 60_000] })).rows
     return timed(async () => {
       const { rows } = await client.query<Partial<Claimed>>({
         ...recordAndClaimStatement,
-        values: [JSON.stringify(claimed.map(attemptOf)), workersOf(n), 60_000]
+        values: [JSON.stringify(claimed.map(attemptOf)), workers, 60_000]
       })
       claimed = rows.filter((row): row is Claimed => row.id !== null)
     })

@@ -46,6 +46,9 @@ export const attemptOf = (request: Claimed) => ({
   usage: null
 })
 
+/** The worker ids the bare loops claim for: `bench-0` … `bench-(n-1)`. */
+export const benchWorkers = (n: number) => Array.from({ length: n }, (_, i) => `bench-${i}`)
+
 export const stagelineStatements = async (): Promise<QueueSystem> => {
   const db = await createDatabase("statements")
   const client = await connect(db.url)
@@ -59,8 +62,7 @@ export const stagelineStatements = async (): Promise<QueueSystem> => {
     start: async (concurrency) => {
       const pool = new pg.Pool({ connectionString: db.url, max: 10, application_name: "stageline-bench" })
       const groups = recordGroupsFor(concurrency)
-      const workersOf = (group: number) =>
-        Array.from({ length: concurrency }, (_, i) => `bench-${i}`).filter((_, i) => i % groups === group)
+      const workersOf = (group: number) => benchWorkers(concurrency).filter((_, i) => i % groups === group)
       let running = true
       const send = async <Row>(statement: { name: string; text: string }, values: Array<unknown>) =>
         (await pool.query<Row & pg.QueryResultRow>({ ...statement, values })).rows
