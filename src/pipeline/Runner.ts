@@ -6,7 +6,7 @@
  * All stages of one run share one Scope, closed when the run ends however it ends: what a stage opens for
  * the request (its workspace) lives until then; what it opens for itself it scopes itself.
  */
-import { Data, Deferred, Duration, Effect, Either, Fiber, FiberRef, HashMap, identity, Schedule } from "effect"
+import { Data, Deferred, Duration, Effect, Either, Fiber, FiberRef, HashMap, identity, Runtime, Schedule } from "effect"
 import * as Metrics from "../metrics/Metrics.js"
 import type { ClaimedRequest } from "../queue/Request.js"
 import * as RequestSpan from "../tracing/RequestSpan.js"
@@ -69,15 +69,20 @@ const schedule = (retry: NonNullable<CompiledStage["retry"]>) => {
 const named = (compiled: CompiledStage) =>
   compiled.origin.startsWith("plugin ") ? `stage "${compiled.id}" (${compiled.origin})` : `stage "${compiled.id}"`
 
-/**
- * Runs `effect` in a fiber of its own, so that its timeout or the run's abort can stop it while the run
- * goes on: one fork, and plain callbacks for the ways the wait ends. (Effect's timeout and race fork two
- * fibers each, which for a stage that does little was most of what the stage cost.) Whatever ends the
- * wait, the fiber has ended, its finalizers run, before this returns.
- */
 /** The longest delay setTimeout takes as given (2^31 - 1 ms, about 24.8 days). */
 const maxTimerMs = 2 ** 31 - 1
 
+/**
+ * Runs `effect` in a fiber of its own, so that its timeout or the run's abort can stop it while the run
+ * goes on: one fiber, and plain callbacks for the ways the wait ends. (Effect's timeout and race fork two
+ * fibers each, which for a stage that does little was most of what the stage cost.) Whatever ends the
+ * wait, the fiber has ended, its finalizers run, before this returns.
+ *
+ * The fiber starts at once, on this fiber's stack, from inside the wait: a stage that finishes without
+ * waiting on anything has its outcome before the wait would begin, with no timer set and no turn of the
+ * scheduler to start it or to hear its end. Started inside the wait, the fiber is stopped by the wait's
+ * interruption however early that comes, so it needs no parent to be interrupted with.
+ */
 const guarded = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
   options: {
@@ -85,8 +90,11 @@ const guarded = <A, E, R>(
     readonly abort: RunInfo | null
   }
 ): Effect.Effect<A, E | StageTimeout | RunAborted, R> =>
-  Effect.flatMap(Effect.fork(effect), (fiber) =>
+  Effect.flatMap(Effect.runtime<R>(), (runtime) =>
     Effect.async<A, E | StageTimeout | RunAborted>((resume) => {
+      let fiber: Fiber.RuntimeFiber<A, E> | undefined
+      /** Why the stage was stopped while it was being started (it aborted its own run), if it was. */
+      let stoppedWhileStarting: StageTimeout | RunAborted | undefined
       let settled = false
       let timer: ReturnType<typeof setTimeout> | undefined
       let stopListening = () => {}
@@ -97,21 +105,36 @@ const guarded = <A, E, R>(
         stopListening()
         resume(outcome)
       }
-      const stop = (error: StageTimeout | RunAborted) =>
+      const stop = (error: StageTimeout | RunAborted) => {
+        if (fiber === undefined) {
+          stoppedWhileStarting ??= error
+          return
+        }
         settle(Effect.zipRight(Fiber.interrupt(fiber), Effect.fail(error)))
-      fiber.addObserver((exit) => settle(exit))
+      }
+      // Heard first: a run aborted already does not start the stage (the listener is called at once).
+      if (options.abort) stopListening = onAbort(options.abort, (failure) => stop(new RunAborted({ failure })))
+      if (stoppedWhileStarting !== undefined) return settle(Effect.fail(stoppedWhileStarting))
+      const startedAt = options.timeout ? performance.now() : 0
+      const child = Runtime.runFork(runtime)(effect)
+      fiber = child
+      // The abort wins over the outcome, as it would have had the stage waited on anything.
+      if (stoppedWhileStarting !== undefined) return stop(stoppedWhileStarting)
+      const done = child.unsafePoll()
+      if (done !== null) return settle(done)
+      child.addObserver((exit) => settle(exit))
       if (options.timeout) {
         const { ms, error } = options.timeout
-        // Node fires a longer timer at once; a timeout past 24 days is as good as none.
-        if (ms <= maxTimerMs) timer = setTimeout(() => stop(error()), ms)
+        // Node fires a longer timer at once; a timeout past 24 days is as good as none. What the stage did
+        // before it first waited counts.
+        if (ms <= maxTimerMs) timer = setTimeout(() => stop(error()), ms - (performance.now() - startedAt))
       }
-      if (options.abort) stopListening = onAbort(options.abort, (failure) => stop(new RunAborted({ failure })))
       // The run itself is being interrupted (a shutdown): the stage goes with it.
       return Effect.suspend(() => {
         settled = true
         clearTimeout(timer)
         stopListening()
-        return Fiber.interrupt(fiber)
+        return Fiber.interrupt(child)
       })
     })
   )

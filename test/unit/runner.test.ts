@@ -5,6 +5,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Data, Effect, HashMap, Layer, Logger, LogLevel, Schema } from "effect"
 import { compile, type PipelineInvalid } from "../../src/pipeline/Compiler.js"
+import { abortRun } from "../../src/pipeline/RunAbort.js"
 import type { StageFailure, StageOutput } from "../../src/pipeline/RunContext.js"
 import { type RunOutcome, runOnce } from "../../src/pipeline/Runner.js"
 import * as Stage from "../../src/pipeline/Stage.js"
@@ -115,9 +116,55 @@ const talker = Stage.make({
   run: () => () => Effect.as(Effect.logInfo("inside the stage"), {})
 })
 
-const Registry = StageRegistry.stages("test", [fakeClaim, failing, slow, observer, liar, thrower, talker]).pipe(
-  Layer.provideMerge(StageRegistry.layer)
-)
+/** Busy for `busy_ms` before it first waits, then sleeps `sleep_ms`. */
+const busyThenSlow = Stage.make({
+  name: "busy-then-slow",
+  description: "computes, then sleeps",
+  options: Schema.Struct({ busy_ms: Schema.Number, sleep_ms: Schema.Number }),
+  requires: ["request"],
+  provides: [],
+  run: (options) => () =>
+    Effect.suspend(() => {
+      const until = Date.now() + options.busy_ms
+      while (Date.now() < until) {
+        // A stage's own computation, which no timer can interrupt.
+      }
+      return Effect.as(Effect.sleep(options.sleep_ms), {})
+    })
+})
+
+/** Aborts its own run, as a stage that finds its request must stop may, and returns without waiting. */
+const selfAborting = Stage.make({
+  name: "self-aborting",
+  description: "aborts its run",
+  options: Schema.Struct({}),
+  requires: ["request"],
+  provides: [],
+  run: () => (input) =>
+    Effect.sync(() => {
+      note("self-aborting")
+      abortRun(input.run, {
+        stage: "self-aborting",
+        origin: "test",
+        tag: "Cancelled",
+        message: "the stage stopped its run",
+        status: "cancelled"
+      })
+      return {}
+    })
+})
+
+const Registry = StageRegistry.stages("test", [
+  fakeClaim,
+  failing,
+  slow,
+  observer,
+  liar,
+  thrower,
+  talker,
+  busyThenSlow,
+  selfAborting
+]).pipe(Layer.provideMerge(StageRegistry.layer))
 
 const runPipeline = (stages: string) =>
   Effect.gen(function* () {
@@ -187,6 +234,39 @@ describe("the pipeline runner", () => {
     timeout: 100ms
 `)
       expect(failureOf(outcome)).toMatchObject({ stage: "slow", tag: "StageTimeout", status: "timeout" })
+    })
+  )
+
+  it.live("counts what a stage computes before it first waits within its timeout", () =>
+    Effect.gen(function* () {
+      // 300 ms of computation and 300 ms of sleep: past a 450 ms timeout only if both count.
+      const outcome = yield* runPipeline(`  - use: busy-then-slow
+    with: { busy_ms: 300, sleep_ms: 300 }
+    timeout: 450ms
+`)
+      expect(failureOf(outcome)).toMatchObject({ stage: "busy-then-slow", tag: "StageTimeout" })
+    })
+  )
+
+  it.live("fails the run with the reason a stage gave when it aborted its own run, though it then returned", () =>
+    Effect.gen(function* () {
+      const outcome = yield* runPipeline(`  - self-aborting
+  - id: later
+    use: observer
+  - id: cleanup
+    use: observer
+    after_failure: true
+`)
+      const reason = {
+        stage: "self-aborting",
+        tag: "Cancelled",
+        message: "the stage stopped its run",
+        status: "cancelled"
+      }
+      expect(failureOf(outcome)).toMatchObject(reason)
+      expect(calls["self-aborting"]).toHaveLength(1)
+      // Only the stage that runs after failures ran, and it saw why.
+      expect(seen).toEqual([expect.objectContaining(reason)])
     })
   )
 
