@@ -92,6 +92,7 @@ const guarded = <A, E, R>(
 ): Effect.Effect<A, E | StageTimeout | RunAborted, R> =>
   Effect.flatMap(Effect.runtime<R>(), (runtime) =>
     Effect.async<A, E | StageTimeout | RunAborted>((resume) => {
+      /** Set once the stage's fiber has started: until then, a stop is kept for when it has. */
       let fiber: Fiber.RuntimeFiber<A, E> | undefined
       /** Why the stage was stopped while it was being started (it aborted its own run), if it was. */
       let stoppedWhileStarting: StageTimeout | RunAborted | undefined
@@ -116,13 +117,12 @@ const guarded = <A, E, R>(
       if (options.abort) stopListening = onAbort(options.abort, (failure) => stop(new RunAborted({ failure })))
       if (stoppedWhileStarting !== undefined) return settle(Effect.fail(stoppedWhileStarting))
       const startedAt = options.timeout ? performance.now() : 0
-      const child = Runtime.runFork(runtime)(effect)
-      fiber = child
+      fiber = Runtime.runFork(runtime)(effect)
       // The abort wins over the outcome, as it would have had the stage waited on anything.
       if (stoppedWhileStarting !== undefined) return stop(stoppedWhileStarting)
-      const done = child.unsafePoll()
+      const done = fiber.unsafePoll()
       if (done !== null) return settle(done)
-      child.addObserver((exit) => settle(exit))
+      fiber.addObserver((exit) => settle(exit))
       if (options.timeout) {
         const { ms, error } = options.timeout
         // Node fires a longer timer at once; a timeout past 24 days is as good as none. What the stage did
@@ -134,7 +134,7 @@ const guarded = <A, E, R>(
         settled = true
         clearTimeout(timer)
         stopListening()
-        return Fiber.interrupt(child)
+        return Fiber.interrupt(fiber)
       })
     })
   )
