@@ -5,8 +5,9 @@
  * write, so a worker's events cost at most twenty commits a second however many requests it runs, instead
  * of one commit per event on each request's path; and those commits do not wait for the disk (see
  * insert_events in sql/000006), so the claims' and records' commits never queue behind them.
- * `stageline logs --follow` polls four times a second, so it still sees events live. A batch that cannot
- * be written is logged and dropped; what is queued when the worker stops is written before it exits.
+ * `stageline logs --follow` polls four times a second, so it still sees events live. The events of a
+ * request deleted meanwhile are skipped, and the rest of the batch lands (sql/000012); a batch that cannot
+ * be written is logged and dropped. What is queued when the worker stops is written before it exits.
  */
 import { Deferred, Effect, Exit, Fiber, FiberId, Layer } from "effect"
 import * as Prepared from "../db/Prepared.js"

@@ -3,6 +3,7 @@ import { expect, layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { vi } from "vitest"
 import { DatabaseUrl } from "../../src/db/Database.js"
+import * as EventLog from "../../src/queue/EventLog.js"
 import { runCli, startCli, startup, waitFor } from "../support/cli.js"
 import { runOnce, tempDir, writePipeline } from "../support/harness.js"
 import { TestDatabase } from "../support/TestDatabase.js"
@@ -126,6 +127,31 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("progr
         expect(lines.length).toBeGreaterThanOrEqual(10)
         expect(lines.at(-1)).toMatch(/✓ execute-mclaude \S+ m?s {2}✓ extract-git-artifacts \S+ m?s {2}✓ record/)
       }
+    })
+  )
+
+  it.effect("a batch that names a deleted request still writes the events of the others", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const [kept, deleted] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt)
+        VALUES ('kept'), ('deleted') RETURNING id`
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const log = yield* EventLog.make
+          // Deleted before its events are written, as an operator may delete a request that is running.
+          yield* sql`DELETE FROM orchestration_requests WHERE id = ${deleted!.id}`
+          for (const request of [kept!, deleted!, kept!]) {
+            yield* log.onEvent({ _tag: "StageStarted", requestId: request.id, attempt: 1, stage: "noop" })
+          }
+        })
+      )
+      // The scope's close wrote what was queued, in one batch.
+      const events = yield* sql<{ request_id: string; kind: string }>`SELECT request_id, kind
+        FROM orchestration_events WHERE request_id IN (${kept!.id}, ${deleted!.id}) ORDER BY id`
+      expect(events).toEqual([
+        { request_id: kept!.id, kind: "stage-started" },
+        { request_id: kept!.id, kind: "stage-started" }
+      ])
     })
   )
 })

@@ -88,6 +88,32 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("plan
     })
   )
 
+  it.effect("events are written with their requests read by key after the queue grew", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* empty
+      const requests = yield* held(2)
+      const events = JSON.stringify(
+        requests.map((r) => ({ request_id: r.id, attempt: 1, at: new Date().toISOString(), kind: "stage-started" }))
+      )
+      const notices: Array<string> = []
+      yield* ownConnection((client) =>
+        Effect.gen(function* () {
+          const insert = Effect.promise(() => client.query("SELECT insert_events($1::jsonb)", [events]))
+          for (let i = 0; i < 8; i++) yield* insert
+          yield* grow
+          yield* Effect.promise(() => explainInto(client, notices))
+          yield* insert
+        })
+      )
+      const [written] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM orchestration_events`
+      expect(written!.n).toBe(18)
+      const plan = notices.find((n) => n.includes("FOR KEY SHARE OF q"))
+      expect(plan).toContain("orchestration_requests_pkey")
+      expect(scansOfRequests(notices)).toEqual([])
+    })
+  )
+
   it.effect("a heartbeat reads the leases it renews by key after the queue grew", () =>
     Effect.gen(function* () {
       const url = yield* DatabaseUrl
