@@ -14,6 +14,12 @@ export interface ThroughputRun {
   readonly jobs: number
   readonly ms: number
   readonly jobs_per_s: number
+  /**
+   * The benchmark process's event loop busy over the run, per job: every system's worker runs in this
+   * process, so this is the CPU its worker's main thread spent on a job (the benchmark's own poll every
+   * 20 ms included, alike for every system).
+   */
+  readonly main_thread_us_per_job: number
   readonly load: number
 }
 
@@ -30,12 +36,14 @@ export const measureThroughput = async (
         try {
           await worker.insertMany(options.n)
           const started = now()
+          const busy = performance.eventLoopUtilization()
           await until(
             `${system.name} to finish ${options.n} jobs`,
             async () => (await worker.completed()) >= options.n,
             20
           )
           const ms = now() - started
+          const busyMs = performance.eventLoopUtilization(busy).active
           const run = {
             system: system.name,
             concurrency,
@@ -43,11 +51,12 @@ export const measureThroughput = async (
             jobs: options.n,
             ms: round(ms, 1),
             jobs_per_s: Math.round((options.n / ms) * 1000),
+            main_thread_us_per_job: round((busyMs * 1000) / options.n, 1),
             load: load()
           }
           runs.push(run)
           console.log(
-            `  throughput round ${run.round} c=${concurrency} ${system.name}: ${run.jobs_per_s} jobs/s (load ${run.load})`
+            `  throughput round ${run.round} c=${concurrency} ${system.name}: ${run.jobs_per_s} jobs/s, ${run.main_thread_us_per_job} µs of main thread a job (load ${run.load})`
           )
         } finally {
           await worker.stop()
@@ -63,6 +72,7 @@ export const summariseThroughput = (runs: ReadonlyArray<ThroughputRun>, systems:
   const concurrencies = [...new Set(runs.map((r) => r.concurrency))]
   return concurrencies.map((concurrency) => {
     const at = runs.filter((r) => r.concurrency === concurrency)
+    const busy = (system: string) => median(at.filter((r) => r.system === system).map((r) => r.main_thread_us_per_job))
     const rate = (system: string, round?: number) =>
       at.filter((r) => r.system === system && (round === undefined || r.round === round)).map((r) => r.jobs_per_s)
     const rounds = [...new Set(at.map((r) => r.round))]
@@ -71,6 +81,7 @@ export const summariseThroughput = (runs: ReadonlyArray<ThroughputRun>, systems:
     return {
       concurrency,
       jobs_per_s: Object.fromEntries(systems.map((s) => [s, median(rate(s))])),
+      main_thread_us_per_job: Object.fromEntries(systems.map((s) => [s, busy(s)])),
       stageline_vs_graphile_default: ratioTo("graphile-worker"),
       stageline_vs_graphile_batched: ratioTo("graphile-worker (batched)"),
       stageline_vs_pg_boss: ratioTo("pg-boss"),

@@ -3,6 +3,8 @@
 interface Summary {
   readonly concurrency: number
   readonly jobs_per_s: Record<string, number>
+  /** Absent from runs made before it was measured. */
+  readonly main_thread_us_per_job?: Record<string, number>
   readonly stageline_vs_graphile_default: number
   readonly stageline_vs_graphile_batched: number
   readonly stageline_vs_pg_boss: number
@@ -42,6 +44,21 @@ export const renderTable = (result: Record<string, unknown>) => {
       "",
       "*stageline's statements alone*: the statements its worker sends, a claim and then one statement that records each attempt and claims the next, sent by a bare loop with no runner around them (`bench/support/statements.ts`; from 16 on, two loops of half the workers each, as the worker records in two groups); not a target: the rate those statements reach with no runner's cost between them."
     )
+    if (throughput.summary.every((s) => s.main_thread_us_per_job !== undefined)) {
+      lines.push(
+        "",
+        "**Main-thread time per job**, µs: the benchmark process's event loop busy over the run ÷ jobs, median of the rounds. Every system's worker runs in that process (with the benchmark's own poll every 20 ms, alike for all), so this is what a job cost its worker's main thread; the rest of a job's time is the database's and the wait for it.",
+        "",
+        "| concurrency | stageline | graphile-worker | graphile-worker (batched) | pg-boss | stageline's statements alone |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |"
+      )
+      for (const s of throughput.summary) {
+        const b = s.main_thread_us_per_job ?? {}
+        lines.push(
+          `| ${s.concurrency} | ${b.stageline} | ${b["graphile-worker"]} | ${b["graphile-worker (batched)"]} | ${b["pg-boss"]} | ${b["stageline statements alone"] ?? "–"} |`
+        )
+      }
+    }
     lines.push("")
     // Every concurrency's ratio, and which of them hold: a target missed at some is met at others.
     const ratios = (key: "stageline_vs_graphile_default" | "stageline_vs_graphile_batched", atLeast: number) => {
