@@ -17,7 +17,11 @@ import { jsonParam } from "./Queue.js"
 interface EventRow {
   readonly request_id: string
   readonly attempt: number
-  readonly at: string
+  /**
+   * When it happened, in ms since the epoch: the database makes the timestamp (sql/000012). Formatting a
+   * Date for every event was a fourteenth of the runner's CPU for a request that does nothing.
+   */
+  readonly at_ms: number
   readonly kind: string
   readonly stage: string | null
   readonly message: string | null
@@ -30,7 +34,7 @@ interface EventRow {
  */
 const rowOf = (
   event: RunEvent,
-  at: Date,
+  at: number,
   kind: string,
   stage: string | null,
   message: string | null,
@@ -38,14 +42,14 @@ const rowOf = (
 ): EventRow => ({
   request_id: event.requestId,
   attempt: event.attempt,
-  at: at.toISOString(),
+  at_ms: at,
   kind,
   stage,
   message,
   data
 })
 
-const row = (event: RunEvent, at: Date): EventRow => {
+const row = (event: RunEvent, at: number): EventRow => {
   switch (event._tag) {
     case "Claimed":
       return rowOf(event, at, "claimed", "claim", `claimed by ${event.workerId}`, null)
@@ -112,7 +116,7 @@ export const make = Effect.gen(function* () {
   return {
     onEvent: (event) =>
       Effect.sync(() => {
-        queued.push(row(event, new Date()))
+        queued.push(row(event, Date.now()))
         if (queued.length === 1) Deferred.unsafeDone(wake, Exit.void)
       })
   } satisfies Observer

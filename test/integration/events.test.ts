@@ -130,28 +130,38 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("progr
     })
   )
 
-  it.effect("a batch that names a deleted request still writes the events of the others", () =>
+  it.effect("a batch that names a deleted request still writes the events of the others, each at its own time", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const [kept, deleted] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt)
         VALUES ('kept'), ('deleted') RETURNING id`
+      const before = Date.now()
       yield* Effect.scoped(
         Effect.gen(function* () {
           const log = yield* EventLog.make
           // Deleted before its events are written, as an operator may delete a request that is running.
           yield* sql`DELETE FROM orchestration_requests WHERE id = ${deleted!.id}`
-          for (const request of [kept!, deleted!, kept!]) {
+          for (const request of [kept!, deleted!]) {
             yield* log.onEvent({ _tag: "StageStarted", requestId: request.id, attempt: 1, stage: "noop" })
           }
+          // Within the writer's wait: most often the same batch, and the times must tell the two apart.
+          yield* Effect.sleep(30)
+          yield* log.onEvent({ _tag: "StageStarted", requestId: kept!.id, attempt: 1, stage: "noop" })
         })
       )
+      const after = Date.now()
       // The scope's close wrote what was queued, in one batch.
-      const events = yield* sql<{ request_id: string; kind: string }>`SELECT request_id, kind
+      const events = yield* sql<{ request_id: string; kind: string; at: Date }>`SELECT request_id, kind, at
         FROM orchestration_events WHERE request_id IN (${kept!.id}, ${deleted!.id}) ORDER BY id`
-      expect(events).toEqual([
+      expect(events.map(({ request_id, kind }) => ({ request_id, kind }))).toEqual([
         { request_id: kept!.id, kind: "stage-started" },
         { request_id: kept!.id, kind: "stage-started" }
       ])
+      // Each at the moment it was queued, not when its batch was written.
+      const [first, second] = events.map((e) => e.at.getTime())
+      expect(first).toBeGreaterThanOrEqual(before)
+      expect(second! - first!).toBeGreaterThanOrEqual(30)
+      expect(second).toBeLessThanOrEqual(after)
     })
   )
 })
