@@ -9,8 +9,9 @@
 -- since 000011 (a plan made on a new database would read the table whole for good).
 --
 -- An event's time comes as `at_ms`, milliseconds since the epoch, and the database makes the timestamp:
--- formatting a timestamp for every event cost the worker more than the rest of the event. `at`, a
--- timestamp as text, is still read, for a worker of an earlier version writing during a rolling upgrade.
+-- formatting a timestamp for each of a request's events took 2-3% of a worker's time for a request that does
+-- nothing. `at`, a timestamp as text, is still read, for a worker of an earlier version writing during a
+-- rolling upgrade.
 CREATE OR REPLACE FUNCTION insert_events(events jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -24,7 +25,8 @@ BEGIN
   live := ARRAY(
     SELECT q.id
       FROM orchestration_requests AS q
-     WHERE q.id = ANY (ARRAY(SELECT DISTINCT (e ->> 'request_id')::uuid FROM jsonb_array_elements(insert_events.events) AS e))
+     WHERE q.id = ANY (ARRAY(SELECT DISTINCT (e ->> 'request_id')::uuid
+                               FROM jsonb_array_elements(insert_events.events) AS e))
      ORDER BY q.id
        FOR KEY SHARE OF q
   );

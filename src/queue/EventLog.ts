@@ -19,7 +19,7 @@ interface EventRow {
   readonly attempt: number
   /**
    * When it happened, in ms since the epoch: the database makes the timestamp (sql/000012). Formatting a
-   * Date for every event was a fourteenth of the runner's CPU for a request that does nothing.
+   * Date for every event took 2-3% of the runner's time for a request that does nothing.
    */
   readonly at_ms: number
   readonly kind: string
