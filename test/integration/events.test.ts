@@ -150,7 +150,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "90 seconds" })("progr
         })
       )
       const after = Date.now()
-      // The scope's close wrote what was queued, in one batch.
+      // Written by the writer's turn or, at the latest, by the scope's close.
       const events = yield* sql<{ request_id: string; kind: string; at: Date }>`SELECT request_id, kind, at
         FROM orchestration_events WHERE request_id IN (${kept!.id}, ${deleted!.id}) ORDER BY id`
       expect(events.map(({ request_id, kind }) => ({ request_id, kind }))).toEqual([
