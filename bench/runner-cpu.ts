@@ -101,7 +101,7 @@ const queue = Layer.scoped(
       releaseAhead: (workerId) => Effect.sync(() => ahead.delete(workerId)),
       heartbeat: (leases) => Effect.succeed(new Map(leases.map((l) => [l.requestId, "held" as const]))),
       rescue: () => Effect.succeed([]),
-      release: () => Effect.succeed(true),
+      release: () => Effect.succeed("pending" as const),
       enqueue: () => Effect.die("not used"),
       status: Effect.die("not used")
     }

@@ -55,7 +55,11 @@ const putBackIfInterrupted = (queue: QueueService, request: ClaimedRequest, work
       Exit.isInterrupted(exit)
         ? queue.release(request.id, workerId).pipe(
             Effect.tap((released) =>
-              released ? Effect.logInfo(`put request ${request.id} back to pending`) : Effect.void
+              released === "pending"
+                ? Effect.logInfo(`put request ${request.id} back to pending`)
+                : released === "cancelled"
+                  ? Effect.logInfo(`request ${request.id} was cancelled; it ends without this attempt`)
+                  : Effect.void
             ),
             Effect.catchAll((error) => Effect.logError(`could not put request ${request.id} back to pending`, error)),
             Effect.annotateLogs({ request_id: request.id, attempt: request.attempts })

@@ -111,8 +111,16 @@ export interface QueueService {
     backoffMs: number,
     retryCrashes: boolean
   ) => Effect.Effect<ReadonlyArray<Rescued>, SqlError.SqlError>
-  /** Puts a request this worker holds back to pending, not counting the attempt (a shutdown, not a failure). */
-  readonly release: (requestId: string, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
+  /**
+   * Puts a request this worker holds back to pending, not counting the attempt (a shutdown, not a failure,
+   * or a request claimed ahead that its worker did not take). One cancelled meanwhile ends cancelled
+   * instead, its attempt not counted either: it never ran to a result. What became of it, or null if this
+   * worker did not hold it.
+   */
+  readonly release: (
+    requestId: string,
+    workerId: string
+  ) => Effect.Effect<"pending" | "cancelled" | null, SqlError.SqlError>
   /**
    * Writes the attempt's result row and the request's next status in one transaction: final, or back to
    * pending after a backoff when the attempt failed, may be retried, and has attempts left.
@@ -388,14 +396,20 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         Tracing.withSpan("Queue.rescue", noStackTrace)
       )
 
+    // A cancelled request whose result was written (finished_at set) is not this worker's to change.
     const release: QueueService["release"] = (requestId, workerId) =>
-      sql`UPDATE orchestration_requests
-             SET status = 'pending', claimed_at = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0),
+      sql<{ status: "pending" | "cancelled" }>`UPDATE orchestration_requests
+             SET status = CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'pending' END,
+                 finished_at = CASE WHEN status = 'cancelled' THEN now() END,
+                 claimed_at = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0),
                  lease_expires_at = NULL, current_stage = NULL
-           WHERE id = ${requestId} AND status = 'processing' AND claimed_by = ${workerId}
-       RETURNING id`.pipe(
-        Effect.tap((rows) => (rows.length > 0 ? sql`SELECT pg_notify('stageline_requests', 'released')` : Effect.void)),
-        Effect.map((rows) => rows.length > 0),
+           WHERE id = ${requestId} AND status IN ('processing', 'cancelled') AND finished_at IS NULL
+             AND claimed_by = ${workerId}
+       RETURNING status`.pipe(
+        Effect.tap((rows) =>
+          rows[0]?.status === "pending" ? sql`SELECT pg_notify('stageline_requests', 'released')` : Effect.void
+        ),
+        Effect.map((rows) => rows[0]?.status ?? null),
         Tracing.withSpan("Queue.release", noStackTrace)
       )
 

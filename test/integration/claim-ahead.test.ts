@@ -140,6 +140,26 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("claim
   )
 
   it.effect(
+    "a request claimed ahead and cancelled before its worker took it ends cancelled, its attempt not counted",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const queue = yield* Queue
+        const { held, waiting } = yield* setUp(["w/1"], ["cancelled ahead"])
+        yield* queue.record(successOf(held[0]!, "w/1"), noRetry, { leaseMs: 60_000 })
+        yield* sql`UPDATE orchestration_requests SET status = 'cancelled' WHERE id = ${waiting[0]!}`
+        // The worker stops without taking it.
+        yield* queue.releaseAhead("w/1")
+        const row = yield* rowOf(waiting[0]!)
+        expect(row).toMatchObject({ status: "cancelled", claimed_by: null, attempts: 0 })
+        expect(row.finished_at).not.toBeNull()
+        const [results] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM orchestration_results
+        WHERE request_id = ${waiting[0]!}`
+        expect(results!.n).toBe(0)
+      }).pipe(Effect.provide(Queue.layer))
+  )
+
+  it.effect(
     "a cancel heard before the run watched its request stops it at once; one heard before its claim does not",
     () =>
       Effect.gen(function* () {

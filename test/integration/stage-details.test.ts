@@ -119,7 +119,7 @@ process.stdout.write("https://github.com/acme/widgets/pull/77\\n")
       const [row] = yield* sql<{ id: string }>`INSERT INTO orchestration_requests (prompt, status, attempts, claimed_by)
         VALUES ('p', 'processing', 1, 'w/1') RETURNING id`
       // An operator put it back; the old owner still finishes its run and records.
-      expect(yield* queue.release(row!.id, "w/1")).toBe(true)
+      expect(yield* queue.release(row!.id, "w/1")).toBe("pending")
       const outcome = yield* queue.record(successOf(row!.id), { retryable: false, maxAttempts: 1, backoffMs: 0 })
       expect(outcome).toBe("not-owner")
       const [left] = yield* sql<{ status: string; results: number }>`SELECT status,
