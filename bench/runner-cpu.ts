@@ -1,6 +1,6 @@
 /**
  * What the runner alone costs a no-op request, free of the database and of the machine's noise: the real
- * compiled engine (runner, claim and record stages, batchers, leases, event log, metrics) taking N requests
+ * compiled engine (runner, claim and record stages, batchers, leases, recorder, event log, metrics) taking N requests
  * through `bench/pipelines/noop.yaml` at a concurrency, while the claim and record statements, the event
  * inserts and the NOTIFY listener are stand-ins that answer on the next turn of the event loop. Not a
  * target and not part of `npm run bench`; a profiling aid for the runner's own CPU.
@@ -25,6 +25,7 @@ const { Leases } = await engineModule<typeof import("../src/queue/Lease.js")>("q
 const { Lifecycle } = await engineModule<typeof import("../src/worker/Lifecycle.js")>("worker/Lifecycle")
 const { PgPool } = await engineModule<typeof import("../src/db/Prepared.js")>("db/Prepared")
 const { Queue } = await engineModule<typeof import("../src/queue/Queue.js")>("queue/Queue")
+const { Recorder } = await engineModule<typeof import("../src/queue/Recorder.js")>("queue/Recorder")
 const { ClaimedRequest } = await engineModule<typeof import("../src/queue/Request.js")>("queue/Request")
 const { runOnce } = await engineModule<typeof import("../src/pipeline/Runner.js")>("pipeline/Runner")
 const Tracing = await engineModule<typeof import("../src/tracing/Tracing.js")>("tracing/Tracing")
@@ -77,8 +78,10 @@ const queue = Layer.scoped(
         )
     })
     // As the worker's record does, one that asks for the next request claims it for its worker, and
-    // that worker's claim then takes it without a statement.
+    // that worker's claim then takes it without a statement, waiting for it while it is on its way (the
+    // record is written behind the run).
     const ahead = new Map<string, Claim>()
+    const onTheirWay = new Map<string, Array<() => void>>()
     const recordTogether = yield* Batcher.make({
       maxBatch: 100,
       run: (calls: ReadonlyArray<{ readonly workerId: string; readonly next: boolean }>) =>
@@ -89,15 +92,35 @@ const queue = Layer.scoped(
           })
         )
     })
+    const answered = (workerId: string) =>
+      Effect.sync(() => {
+        const waiting = onTheirWay.get(workerId) ?? []
+        onTheirWay.delete(workerId)
+        for (const wake of waiting) wake()
+      })
+    const landed = (workerId: string) =>
+      Effect.async<void>((resume) => {
+        const waiting = onTheirWay.get(workerId)
+        if (waiting === undefined) return resume(Effect.void)
+        waiting.push(() => resume(Effect.void))
+      })
+    const claim = (workerId: string): Effect.Effect<Option.Option<Claim>> =>
+      Effect.suspend(() => {
+        if (!ahead.has(workerId) && onTheirWay.has(workerId)) return Effect.zipRight(landed(workerId), claim(workerId))
+        const taken = ahead.get(workerId)
+        if (taken === undefined) return claimTogether(workerId)
+        ahead.delete(workerId)
+        return Effect.succeed(Option.some(taken))
+      })
     const service: QueueService = {
-      claim: (workerId) =>
+      claim,
+      record: (result, _retry, next) =>
         Effect.suspend(() => {
-          const taken = ahead.get(workerId)
-          if (taken === undefined) return claimTogether(workerId)
-          ahead.delete(workerId)
-          return Effect.succeed(Option.some(taken))
+          const call = recordTogether({ workerId: result.workerId, next: next !== undefined })
+          if (next === undefined) return call
+          onTheirWay.set(result.workerId, [])
+          return Effect.ensuring(call, answered(result.workerId))
         }),
-      record: (result, _retry, next) => recordTogether({ workerId: result.workerId, next: next !== undefined }),
       releaseAhead: (workerId) => Effect.sync(() => ahead.delete(workerId)),
       heartbeat: (leases) => Effect.succeed(new Map(leases.map((l) => [l.requestId, "held" as const]))),
       rescue: () => Effect.succeed([]),
@@ -132,7 +155,9 @@ const pool = {
 
 const config = WorkerConfig.layer({})
 const services = Layer.mergeAll(
-  Leases.layer.pipe(Layer.provideMerge(Layer.merge(queue, Layer.succeed(Wakeups, wakeups)))),
+  Recorder.layer.pipe(
+    Layer.provideMerge(Leases.layer.pipe(Layer.provideMerge(Layer.merge(queue, Layer.succeed(Wakeups, wakeups)))))
+  ),
   EventLog.layer(),
   Lifecycle.layer({ once: true })
 ).pipe(Layer.provideMerge(config), Layer.provide(Layer.succeed(PgPool, pool)))

@@ -10,17 +10,19 @@
  *
  * As the pipeline's last stage, after the built-in claim, it claims the worker's next request in the same
  * statement (RunInfo.claimFollows): one round trip and one commit a request. Not while the worker drains.
+ * Then nothing after it needs the row, so it hands the row to be written behind the run and returns at
+ * once (Recorder.writeBehind): the request stays this worker's, its lease kept, until the row lands, and
+ * the worker's next claim waits for the statement that brings its next request. With a stage after it,
+ * it waits until the row is durable.
  *
  * A database that is briefly unreachable (a restart, a failover) does not lose the outcome: the write is
- * tried again for as long as the lease lasts. It is safe to repeat: a write that landed but whose answer was
- * lost is found on the next try (`already-recorded`), and one that comes after another worker took the
- * request over changes nothing (`not-owner`).
+ * tried again for as long as the lease lasts (see Recorder).
  */
-import { Duration, Effect, Schedule, Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { type RetryClass, WorkerConfig } from "../src/config/WorkerConfig.js"
 import type { ResultStatus, StageInput } from "../src/pipeline/RunContext.js"
 import * as Stage from "../src/pipeline/Stage.js"
-import { Queue } from "../src/queue/Queue.js"
+import { Recorder } from "../src/queue/Recorder.js"
 import { Lifecycle } from "../src/worker/Lifecycle.js"
 
 const statusOf = (input: StageInput<"request">): { status: ResultStatus; error: string | null } => {
@@ -64,7 +66,7 @@ export default Stage.make({
   runsAfterFailure: true,
   run: () => (input) =>
     Effect.gen(function* () {
-      const queue = yield* Queue
+      const recorder = yield* Recorder
       const worker = yield* WorkerConfig
       const { request, agent, git, workspace, skill, run } = input
       const { status, error } = statusOf(input)
@@ -83,11 +85,11 @@ export default Stage.make({
         workspace: workspace ? { dir: workspace.dir, repo_url: workspace.repoUrl, branch: workspace.branch } : null,
         skill: skill ? { skill: skill.skill, installed: skill.installed, domains: skill.domains } : null,
         failure: input.failure ?? null,
-        stages: run.stages,
+        // A copy: a row written behind the run is encoded after the run has added record's own report.
+        stages: [...run.stages],
         // What plugin stages added to the run context, under their own keys.
         extra: extraKeys(input)
       }
-      const warn = (error: unknown) => Effect.logWarning("could not record the outcome; trying again", error)
       // The next claim rides on this statement when nothing but the claim follows (RunInfo.claimFollows).
       const next = run.claimFollows && !(yield* Lifecycle.isDraining) ? { leaseMs: worker.leaseMs } : undefined
       const result = {
@@ -113,38 +115,8 @@ export default Stage.make({
         maxAttempts: worker.maxAttempts,
         backoffMs: worker.retryBackoffMs
       }
-      const outcome = yield* queue.record(result, retry, next).pipe(
-        // Waits 200 ms, then 400, 800, … up to 5 s between tries, for as long as a lease from the first
-        // failure. The schedule is built only once a write has failed: almost every write succeeds at once,
-        // and building it cost more than the write's call.
-        Effect.catchAll((error) => {
-          const failedAt = Date.now()
-          return warn(error).pipe(
-            Effect.zipRight(Effect.sleep(Duration.millis(200))),
-            Effect.zipRight(
-              Effect.retry(
-                // A write tried again claims nothing ahead: the next claim stage claims as usual.
-                Effect.tapError(queue.record(result, retry), warn),
-                Schedule.exponential(Duration.millis(400)).pipe(
-                  Schedule.modifyDelay((_, d) => Duration.min(d, Duration.seconds(5))),
-                  Schedule.check(() => Date.now() - failedAt < worker.leaseMs)
-                )
-              )
-            )
-          )
-        })
-      )
-      if (outcome === "not-owner") {
-        yield* Effect.logWarning(
-          `request ${request.id} is no longer held by ${run.workerId} (released or taken over); its result was not written`
-        )
-      } else if (outcome === "retrying") {
-        yield* Effect.logInfo(
-          `recorded ${status} for attempt ${request.attempts} of request ${request.id}; it will be tried again`
-        )
-      } else {
-        yield* Effect.logInfo(`recorded ${status} for request ${request.id} in ${durationMs} ms`)
-      }
+      if (run.claimFollows) yield* recorder.writeBehind({ result, retry, next })
+      else yield* recorder.write({ result, retry, next })
       return {}
     })
 })

@@ -28,6 +28,7 @@ import type { AgentSettings } from "../agent/AgentSettings.js"
 import type { WorkerConfig } from "../config/WorkerConfig.js"
 import type { Leases } from "../queue/Lease.js"
 import type { Queue } from "../queue/Queue.js"
+import type { Recorder } from "../queue/Recorder.js"
 import type { Wakeups } from "../queue/Wakeups.js"
 import type { Lifecycle } from "../worker/Lifecycle.js"
 import type { ContextKey, StageInput, StageOutput } from "./RunContext.js"
@@ -36,6 +37,7 @@ import type { ContextKey, StageInput, StageOutput } from "./RunContext.js"
 export type StageServices =
   | SqlClient
   | Queue
+  | Recorder
   | Leases
   | Wakeups
   | FileSystem.FileSystem

@@ -11,4 +11,4 @@ const pipeline = await import(
 )
 
 // Every value index.ts exports; test/integration/plugins.test.ts checks that none is missing.
-export const { AgentSettings, Queue, Stage, StageRegistry, WorkerConfig } = pipeline
+export const { AgentSettings, Queue, Recorder, Stage, StageRegistry, WorkerConfig } = pipeline

@@ -7,6 +7,7 @@
 export { AgentSettings } from "../agent/AgentSettings.js"
 export { WorkerConfig } from "../config/WorkerConfig.js"
 export { Queue } from "../queue/Queue.js"
+export { Recorder } from "../queue/Recorder.js"
 export type { ClaimedRequest } from "../queue/Request.js"
 export type {
   AgentOutcome,

@@ -2,7 +2,9 @@
  * Keeping claims: one fiber per worker process renews the leases of every request the process runs, in
  * one statement every third of the lease period, and reports the stage each is in. So a process running
  * sixty-four agents sends one heartbeat where it sent sixty-four, and a request costs no fiber or timer of
- * its own to keep its claim. A request is held from its claim until its run's scope closes.
+ * its own to keep its claim. A request is held from its claim until its run's scope closes, or, when its
+ * result is written behind the run (see Recorder.writeBehind), until that write lands: the request is
+ * still `processing`, and this worker's, until then.
  *
  * If a request is cancelled (heard at once through NOTIFY, or at the next heartbeat) or is no longer this
  * worker's (an operator released it, or the lease ran out while the database was unreachable), its run is
@@ -34,6 +36,10 @@ interface Held {
   readonly run: RunInfo
   /** When the renewal the database last confirmed was sent; the claim itself was the first. */
   renewedAt: number
+  /** Writes of its result still on their way (see `holdUntilWritten`). */
+  writes: number
+  /** Whether its run's scope has closed: once no write is on its way either, it is no longer held. */
+  runEnded: boolean
 }
 
 export interface LeaseKeeper {
@@ -42,6 +48,12 @@ export interface LeaseKeeper {
    * claim's statement.
    */
   readonly keep: (claim: Claim, run: RunInfo) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Keeps holding `requestId`, held by a run of this process, after that run ends, until the function
+   * returned is called: its result is being written behind the run. Does nothing for a request no run
+   * here holds (its lease was lost meanwhile).
+   */
+  readonly holdUntilWritten: (requestId: string) => () => void
 }
 
 export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>() {
@@ -191,7 +203,7 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
             `request ${request.id} is no longer held by ${earlier.run.workerId}: ${run.workerId} claimed it again`
           )
         }
-        const h: Held = { request, run, renewedAt: sentAt }
+        const h: Held = { request, run, renewedAt: sentAt, writes: 0, runEnded: false }
         held.set(request.id, h)
         // A cancel heard since the claim was sent (before the run was watching) stops it at once.
         const unwatch = wakeups.watchCancel(request.id, sentAt, () => cancel(run))
@@ -199,12 +211,26 @@ export class Leases extends Context.Tag("stageline/Leases")<Leases, LeaseKeeper>
           scope,
           Effect.sync(() => {
             unwatch()
-            if (isHeld(h)) held.delete(request.id)
+            h.runEnded = true
+            if (h.writes === 0 && isHeld(h)) held.delete(request.id)
           })
         )
       }).pipe(Effect.uninterruptible)
 
-    return { keep } satisfies LeaseKeeper
+    const holdUntilWritten: LeaseKeeper["holdUntilWritten"] = (requestId) => {
+      const h = held.get(requestId)
+      if (h === undefined) return () => {}
+      h.writes++
+      let written = false
+      return () => {
+        if (written) return
+        written = true
+        h.writes--
+        if (h.writes === 0 && h.runEnded && isHeld(h)) held.delete(requestId)
+      }
+    }
+
+    return { keep, holdUntilWritten } satisfies LeaseKeeper
   })
 
   static readonly layer = Layer.scoped(Leases, Leases.make)

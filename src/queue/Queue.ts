@@ -5,11 +5,12 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
-import { Context, Effect, Layer, Option, Schema } from "effect"
+import { Context, Effect, Layer, Option, Runtime, Schema } from "effect"
 import * as Batcher from "../db/Batcher.js"
 import * as Prepared from "../db/Prepared.js"
 import * as Metrics from "../metrics/Metrics.js"
 import * as Tracing from "../tracing/Tracing.js"
+import * as ClaimedAhead from "./ClaimedAhead.js"
 import { ClaimedRequest } from "./Request.js"
 
 export interface ResultRow {
@@ -94,7 +95,8 @@ export interface Claim {
 export interface QueueService {
   /**
    * Claims the next pending request for `workerId` with a lease of `leaseMs`, if there is one: the one its
-   * last record claimed ahead for it (see `record`), if that is still fresh, else one from the queue.
+   * records claimed ahead for it first (see `record`), else one from the queue. While a record that claims
+   * ahead for the worker is still on its way, the claim waits for it rather than claim on its own.
    */
   readonly claim: (workerId: string, leaseMs: number) => Effect.Effect<Option.Option<Claim>, SqlError.SqlError>
   /**
@@ -123,14 +125,19 @@ export interface QueueService {
   ) => Effect.Effect<"pending" | "cancelled" | null, SqlError.SqlError>
   /**
    * Writes the attempt's result row and the request's next status in one transaction: final, or back to
-   * pending after a backoff when the attempt failed, may be retried, and has attempts left.
+   * pending after a backoff when the attempt failed, may be retried, and has attempts left. With `next`, the
+   * same statement claims ahead for the worker: its next request, or as many as depthAhead says for a
+   * worker whose runs are quicker than the statement.
    */
   readonly record: (
     result: ResultRow,
     retry: RetryPolicy,
     next?: ClaimNext
   ) => Effect.Effect<RecordOutcome, SqlError.SqlError>
-  /** Puts back the request claimed ahead for `workerId` (see `record`), if there is one: it stops claiming. */
+  /**
+   * Puts back the request claimed ahead for `workerId` (see `record`), if there is one, once any record
+   * claiming ahead for it has its answer: the worker stops claiming.
+   */
   readonly releaseAhead: (workerId: string) => Effect.Effect<void>
   readonly enqueue: (request: NewRequest) => Effect.Effect<string, SqlError.SqlError>
   readonly status: Effect.Effect<StatusCounts, SqlError.SqlError>
@@ -235,6 +242,8 @@ interface RecordCall {
   readonly result: ResultRow
   readonly retry: RetryPolicy
   readonly next: ClaimNext | undefined
+  /** How many requests to claim ahead for its worker in the same statement (with `next`). */
+  readonly claims: number
 }
 
 /** An attempt as record_attempts reads it (sql/000006). */
@@ -269,11 +278,28 @@ const outcomeOf = (row: RecordedRow): RecordOutcome => {
 }
 
 /**
- * How old a request claimed ahead may be when its worker's claim takes it, as a share of the lease. Its
- * lease runs unrenewed until then, and it waits on a worker that is not free yet (a slow clean-up after
- * the run): one older than this is put back to pending instead, for whichever worker is free first.
+ * How long a request claimed ahead may wait for its worker's claim, as a share of the lease. Its lease
+ * runs unrenewed meanwhile, and it waits on a worker that is not free yet (a slow clean-up after the run,
+ * or a long run after quick ones that claimed several ahead): one not taken by then is put back to
+ * pending, for whichever worker is free first (see ClaimedAhead).
  */
 const freshShare = 1 / 10
+
+/** The most requests a worker fiber holds claimed ahead (see depthAhead). */
+const maxDepth = 16
+
+/**
+ * How many requests a worker fiber should hold claimed ahead after a run that took `runMs` (from its
+ * claim to its record), when a record statement takes `statementMs` to come back: as many as it runs in
+ * that time, so that it does not idle waiting for the statement that records its last run and brings its
+ * next, up to `maxDepth`. Its record is written behind the run (Recorder), so the fiber goes straight on
+ * to what it holds, and its records go out together when it stops. A run as long as a statement or
+ * longer (an agent's, minutes) holds one: the request its record claims for the next run, as before. So a
+ * request claimed ahead waits for its worker about as long as a statement takes, and at 1 and 4 fibers
+ * the worker's CPU and the database's no longer take turns for every request.
+ */
+export const depthAhead = (runMs: number, statementMs: number) =>
+  runMs >= statementMs ? 1 : Math.min(maxDepth, Math.ceil(statementMs / Math.max(runMs, 0.01)))
 
 /**
  * How many groups a worker of `workers` fibers records in, each with its own statement in flight. The
@@ -419,10 +445,10 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       recordAndClaimStatement.text
     )
 
-    // Claimed by a record for the worker that made it, until that worker's next claim takes it. What is
-    // left here when the worker stops is put back, after the last records have landed: this finalizer
-    // is added before the batchers', so it runs after theirs.
-    const ahead = new Map<string, Claim>()
+    // Requests claimed by records for the workers that made them (see ClaimedAhead). What is left when the
+    // worker stops is put back, after the last records have landed: this finalizer is added before the
+    // batchers', so it runs after theirs.
+    const runtime = yield* Effect.runtime<never>()
     const putBack = (workerId: string, taken: Claim) =>
       release(taken.request.id, workerId).pipe(
         Effect.catchAll((error) =>
@@ -430,13 +456,16 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         ),
         Effect.asVoid
       )
+    const ahead = ClaimedAhead.make((workerId, taken) => {
+      Runtime.runFork(runtime)(putBack(workerId, taken))
+    })
     yield* Effect.addFinalizer(() =>
-      Effect.suspend(() => {
-        const left = [...ahead]
-        ahead.clear()
-        return Effect.forEach(left, ([workerId, taken]) => putBack(workerId, taken), { discard: true })
-      })
+      Effect.forEach(ahead.takeAll(), ([workerId, taken]) => putBack(workerId, taken), { discard: true })
     )
+    // When each worker fiber was last handed a request, and how long a record statement that claims
+    // takes to come back (a moving average): what depthAhead weighs.
+    const handedAt = new Map<string, number>()
+    let statementMs = 1
 
     // Attempts that end at the same moment are recorded together (see Batcher), each exactly as alone;
     // those that ask for the next request claim it in the same statement, together. The fibers record in
@@ -445,21 +474,25 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       maxBatch: 100,
       run: (calls: ReadonlyArray<RecordCall>) => {
         const attempts = jsonParam(calls.map(attemptOf))
-        const leaseMs = calls.find((c) => c.next !== undefined)?.next?.leaseMs
-        const claimers = calls
-          .filter((c) => c.next?.leaseMs === leaseMs && !ahead.has(c.result.workerId))
-          .map((c) => c.result.workerId)
+        const leaseMs = calls.find((c) => c.claims > 0)?.next?.leaseMs
+        const claimers: Array<string> = []
+        for (const c of calls) {
+          if (c.next?.leaseMs !== leaseMs) continue
+          for (let i = 0; i < c.claims; i++) claimers.push(c.result.workerId)
+        }
         if (leaseMs === undefined || claimers.length === 0) {
           return Effect.map(recordAttempts([attempts]), (rows) => rows.map(outcomeOf))
         }
         const sentAt = Date.now()
+        const sent = performance.now()
         return recordAndClaim([attempts, claimers, leaseMs]).pipe(
           // Decoded in a plain loop, as the claim's rows are: an Effect per row cost more than decoding it.
           Effect.map((rows) => {
+            statementMs += (performance.now() - sent - statementMs) / 5
             for (const row of rows) {
               if (row.id === null) continue
               const request = decodeRequest(row)
-              ahead.set(request.claimed_by ?? "", { request, sentAt })
+              ahead.add(request.claimed_by ?? "", { request, sentAt }, leaseMs * freshShare)
             }
             return (rows.find((row) => row.outcomes !== null)?.outcomes ?? []).map(outcomeOf)
           })
@@ -478,36 +511,55 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       return group(call)
     }
 
-    const record: QueueService["record"] = (result, retry, next) =>
-      recordTogether({ result, retry, next }).pipe(
+    const recordNow = (call: RecordCall) =>
+      recordTogether(call).pipe(
         // Counted once the statement has committed, so a failed one is not.
         Effect.tap((outcome) =>
           outcome === "recorded" || outcome === "retrying"
-            ? Metrics.attemptRecorded(result, outcome === "recorded")
+            ? Metrics.attemptRecorded(call.result, outcome === "recorded")
             : Effect.void
         ),
         Tracing.withSpan("Queue.record", noStackTrace)
       )
 
-    /** The request claimed ahead for `workerId`, if any, no longer held here for it. */
-    const takeAhead = (workerId: string) => {
-      const taken = ahead.get(workerId)
-      ahead.delete(workerId)
-      return taken
+    const record: QueueService["record"] = (result, retry, next) => {
+      if (next === undefined) return recordNow({ result, retry, next, claims: 0 })
+      return Effect.suspend(() => {
+        const { workerId } = result
+        const runMs = performance.now() - (handedAt.get(workerId) ?? 0)
+        const claims = ahead.ask(workerId, depthAhead(runMs, statementMs))
+        const recorded = recordNow({ result, retry, next, claims })
+        // Answered once what the statement claimed is held in `ahead`: the batch's run put it there.
+        return claims === 0
+          ? recorded
+          : Effect.ensuring(
+              recorded,
+              Effect.sync(() => ahead.answered(workerId, claims))
+            )
+      })
     }
 
-    const claim: QueueService["claim"] = (workerId, leaseMs) =>
+    const handOut = (workerId: string, claim: Claim) => {
+      handedAt.set(workerId, performance.now())
+      return claim
+    }
+
+    const claim: QueueService["claim"] = (workerId, leaseMs): Effect.Effect<Option.Option<Claim>, SqlError.SqlError> =>
       Effect.suspend(() => {
-        const taken = takeAhead(workerId)
-        if (taken === undefined) return claimFromQueue(workerId, leaseMs)
-        if (Date.now() - taken.sentAt < leaseMs * freshShare) return Effect.succeed(Option.some(taken))
-        return Effect.zipRight(putBack(workerId, taken), claimFromQueue(workerId, leaseMs))
+        const taken = ahead.take(workerId)
+        if (taken !== undefined) return Effect.succeed(Option.some(handOut(workerId, taken)))
+        // Its next request is on its way in a record's statement: wait for that, not claim on its own.
+        if (ahead.onItsWay(workerId)) return Effect.zipRight(ahead.nextAnswer(workerId), claim(workerId, leaseMs))
+        return Effect.map(
+          claimFromQueue(workerId, leaseMs),
+          Option.map((c) => handOut(workerId, c))
+        )
       })
 
-    const releaseAhead: QueueService["releaseAhead"] = (workerId) =>
+    const releaseAhead: QueueService["releaseAhead"] = (workerId): Effect.Effect<void> =>
       Effect.suspend(() => {
-        const taken = takeAhead(workerId)
-        return taken === undefined ? Effect.void : putBack(workerId, taken)
+        if (ahead.onItsWay(workerId)) return Effect.zipRight(ahead.nextAnswer(workerId), releaseAhead(workerId))
+        return Effect.forEach(ahead.takeAll(workerId), ([w, taken]) => putBack(w, taken), { discard: true })
       })
 
     const enqueue: QueueService["enqueue"] = (q) =>

@@ -18,6 +18,7 @@ import { reapOrphans } from "../process/ProcessTree.js"
 import * as EventLog from "../queue/EventLog.js"
 import { Leases } from "../queue/Lease.js"
 import { Queue } from "../queue/Queue.js"
+import { Recorder } from "../queue/Recorder.js"
 import { Wakeups } from "../queue/Wakeups.js"
 import { Lifecycle } from "./Lifecycle.js"
 import { reclaimAbandonedWorkspaces } from "./Workspaces.js"
@@ -148,11 +149,17 @@ export const stageServices = (
   options: { readonly once: boolean; readonly observer?: Observer }
 ) =>
   Layer.mergeAll(
-    Leases.layer.pipe(
+    // Built in this order, closed in the reverse: the results still being written land while the leases
+    // are still renewed and the queue's statements still go out.
+    Recorder.layer.pipe(
       Layer.provideMerge(
-        Layer.merge(
-          Layer.unwrapEffect(Effect.map(WorkerConfig, (config) => Queue.layerFor(config.workerCount))),
-          Wakeups.layer
+        Leases.layer.pipe(
+          Layer.provideMerge(
+            Layer.merge(
+              Layer.unwrapEffect(Effect.map(WorkerConfig, (config) => Queue.layerFor(config.workerCount))),
+              Wakeups.layer
+            )
+          )
         )
       )
     ),

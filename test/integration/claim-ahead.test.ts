@@ -101,7 +101,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("claim
     }).pipe(Effect.provide(Queue.layer))
   )
 
-  it.effect("a request claimed ahead and left too long goes back, and the claim takes one anew", () =>
+  it.effect("a request claimed ahead and left too long goes back by itself, and the claim takes one anew", () =>
     Effect.gen(function* () {
       const queue = yield* Queue
       const { held, waiting } = yield* setUp(["w/1"], ["only"])
@@ -109,6 +109,8 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("claim
       yield* queue.record(successOf(held[0]!, "w/1"), noRetry, { leaseMs: 1_000 })
       const firstClaim = (yield* rowOf(waiting[0]!)).claimed_at!
       yield* Effect.sleep(250)
+      // Put back without the worker coming for it: its lease was running out unrenewed.
+      expect(yield* rowOf(waiting[0]!)).toMatchObject({ status: "pending", claimed_by: null, attempts: 0 })
       const before = Date.now()
       const claimed = Option.getOrThrow(yield* queue.claim("w/1", 1_000))
       expect(claimed.request.id).toBe(waiting[0]!)
@@ -180,6 +182,23 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("claim
         unwatch()
         expect(stopped).toBe(1)
       }).pipe(Effect.provide(Wakeups.layer))
+  )
+
+  it.effect("a worker whose runs are quick holds several ahead, and every request still ends once", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      yield* sql`INSERT INTO orchestration_requests (prompt) SELECT 'quick ' || i FROM generate_series(1, 60) AS i`
+      yield* runOnce(writePipeline({ stages: "\n  - claim\n  - record\n" }).file)
+      const rows = yield* sql<{ status: string; attempts: number; results: number; claimed_at: Date }>`SELECT status,
+          attempts, claimed_at, (SELECT count(*)::int FROM orchestration_results AS r WHERE r.request_id = q.id) AS results
+        FROM orchestration_requests AS q`
+      expect(rows.filter((r) => r.status !== "completed" || r.attempts !== 1 || r.results !== 1)).toEqual([])
+      // Requests claimed by one statement share its now(): some statement claimed more than one.
+      const together = new Map<number, number>()
+      for (const r of rows) together.set(r.claimed_at.getTime(), (together.get(r.claimed_at.getTime()) ?? 0) + 1)
+      expect(Math.max(...together.values())).toBeGreaterThan(1)
+    })
   )
 
   it.effect("the worker claims ahead only when nothing but its next claim follows record", () =>
