@@ -42,7 +42,7 @@ export const renderTable = (result: Record<string, unknown>) => {
     }
     lines.push(
       "",
-      "*stageline's statements alone*: the statements its worker sends, a claim and then one statement that records each attempt and claims the next, sent by a bare loop with no runner around them (`bench/support/statements.ts`; from 16 on, two loops of half the workers each, as the worker records in two groups); not a target: the rate those statements reach with no runner's cost between them."
+      "*stageline's statements alone*: a claim, then one statement that records an attempt and claims the next, one request at a time, sent by a bare loop with no runner around them (`bench/support/statements.ts`; from 16 on, two loops of half the workers each, as the worker records in two groups); not a target. It is what the worker sent for each request before it held several requests claimed ahead: a worker whose runs are quicker than that statement now records several requests, and claims as many, in one statement (`depthAhead` in `src/queue/Queue.ts`), so where the database was the bound (at 1) it goes past this rate."
     )
     if (throughput.summary.every((s) => s.main_thread_us_per_job !== undefined)) {
       lines.push(

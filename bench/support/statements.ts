@@ -6,8 +6,12 @@
  * records their c attempts at once, as stageline's worker groups them when its c fibers move in step; from
  * 16 on, in two loops of half the workers each, as the worker's fibers record in two groups
  * (Queue's recordGroupsFor), each with its statement in flight. So its jobs/s is the rate those statements
- * reach, sent that way, with no runner's cost between them: what stageline's own figure lacks beside it is
- * the runner's.
+ * reach, sent that way, with no runner's cost between them.
+ *
+ * It sends one request's record per worker in each statement, as the worker did before it held several
+ * requests claimed ahead. A worker whose runs are quicker than that statement now records several, and
+ * claims as many, in one statement (Queue's depthAhead), so where the database bounded this loop (at
+ * concurrency 1) stageline goes past it: the figure is the database's rate for requests sent one at a time.
  */
 import pg from "pg"
 import { claimStatement, recordAndClaimStatement, recordGroupsFor } from "../../src/queue/Queue.js"
