@@ -5,7 +5,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
-import { Context, Effect, Layer, Option, Runtime, Schema } from "effect"
+import { Context, Effect, FiberSet, Layer, Option, Runtime, Schema } from "effect"
 import * as Batcher from "../db/Batcher.js"
 import * as Prepared from "../db/Prepared.js"
 import * as Metrics from "../metrics/Metrics.js"
@@ -456,11 +456,16 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
         ),
         Effect.asVoid
       )
+    // Those left too long are put back from their timers, each in a fiber the close waits for.
+    const puttingBack = yield* FiberSet.make<void>()
     const ahead = ClaimedAhead.make((workerId, taken) => {
-      Runtime.runFork(runtime)(putBack(workerId, taken))
+      FiberSet.unsafeAdd(puttingBack, Runtime.runFork(runtime)(putBack(workerId, taken)))
     })
     yield* Effect.addFinalizer(() =>
-      Effect.forEach(ahead.takeAll(), ([workerId, taken]) => putBack(workerId, taken), { discard: true })
+      Effect.zipRight(
+        FiberSet.awaitEmpty(puttingBack),
+        Effect.forEach(ahead.takeAll(), ([workerId, taken]) => putBack(workerId, taken), { discard: true })
+      )
     )
     // When each worker fiber was last handed a request, and how long a record statement that claims
     // takes to come back (a moving average): what depthAhead weighs.

@@ -12,7 +12,9 @@
  *   Nothing is promised earlier than before: the request stays `processing`, and this worker's lease on
  *   it is kept (Leases.holdUntilWritten), until the row lands; a worker killed before then leaves it to be
  *   taken over when its lease runs out, as one killed in any stage does. The worker's next claim waits for
- *   the statement, which claims its next request (Queue.claim), so what the worker claims is unchanged.
+ *   the statement, which claims its next request (Queue.claim), rather than claim on its own meanwhile; a
+ *   worker whose runs are quicker than the statement holds several claimed ahead (Queue.depthAhead), and
+ *   runs them while it is out.
  *
  * A database that is briefly unreachable (a restart, a failover) does not lose the outcome: the write is
  * tried again for as long as a lease from its first failure. It is safe to repeat: a write that landed but
