@@ -25,6 +25,7 @@ const { Leases } = await engineModule<typeof import("../src/queue/Lease.js")>("q
 const { Lifecycle } = await engineModule<typeof import("../src/worker/Lifecycle.js")>("worker/Lifecycle")
 const { PgPool } = await engineModule<typeof import("../src/db/Prepared.js")>("db/Prepared")
 const { Queue } = await engineModule<typeof import("../src/queue/Queue.js")>("queue/Queue")
+const ClaimedAhead = await engineModule<typeof import("../src/queue/ClaimedAhead.js")>("queue/ClaimedAhead")
 const { Recorder } = await engineModule<typeof import("../src/queue/Recorder.js")>("queue/Recorder")
 const { ClaimedRequest } = await engineModule<typeof import("../src/queue/Request.js")>("queue/Request")
 const { runOnce } = await engineModule<typeof import("../src/pipeline/Runner.js")>("pipeline/Runner")
@@ -79,49 +80,42 @@ const queue = Layer.scoped(
     })
     // As the worker's record does, one that asks for the next request claims it for its worker, and
     // that worker's claim then takes it without a statement, waiting for it while it is on its way (the
-    // record is written behind the run).
-    const ahead = new Map<string, Claim>()
-    const onTheirWay = new Map<string, Array<() => void>>()
+    // record is written behind the run): the queue's own ClaimedAhead, one request deep.
+    const ahead = ClaimedAhead.make(() => {})
     const recordTogether = yield* Batcher.make({
       maxBatch: 100,
-      run: (calls: ReadonlyArray<{ readonly workerId: string; readonly next: boolean }>) =>
+      run: (calls: ReadonlyArray<{ readonly workerId: string; readonly claims: number }>) =>
         nextTurn(() =>
           calls.map((c) => {
-            if (c.next && claimed++ < n) ahead.set(c.workerId, { request: request(c.workerId), sentAt: Date.now() })
+            for (let i = 0; i < c.claims && claimed++ < n; i++) {
+              ahead.add(c.workerId, { request: request(c.workerId), sentAt: Date.now() }, 60_000)
+            }
             return "recorded" as const
           })
         )
     })
-    const answered = (workerId: string) =>
-      Effect.sync(() => {
-        const waiting = onTheirWay.get(workerId) ?? []
-        onTheirWay.delete(workerId)
-        for (const wake of waiting) wake()
-      })
-    const landed = (workerId: string) =>
-      Effect.async<void>((resume) => {
-        const waiting = onTheirWay.get(workerId)
-        if (waiting === undefined) return resume(Effect.void)
-        waiting.push(() => resume(Effect.void))
-      })
     const claim = (workerId: string): Effect.Effect<Option.Option<Claim>> =>
       Effect.suspend(() => {
-        if (!ahead.has(workerId) && onTheirWay.has(workerId)) return Effect.zipRight(landed(workerId), claim(workerId))
-        const taken = ahead.get(workerId)
-        if (taken === undefined) return claimTogether(workerId)
-        ahead.delete(workerId)
-        return Effect.succeed(Option.some(taken))
+        const taken = ahead.take(workerId)
+        if (taken !== undefined) return Effect.succeed(Option.some(taken))
+        if (ahead.onItsWay(workerId)) return Effect.zipRight(ahead.nextAnswer(workerId), claim(workerId))
+        return claimTogether(workerId)
       })
     const service: QueueService = {
       claim,
       record: (result, _retry, next) =>
         Effect.suspend(() => {
-          const call = recordTogether({ workerId: result.workerId, next: next !== undefined })
-          if (next === undefined) return call
-          onTheirWay.set(result.workerId, [])
-          return Effect.ensuring(call, answered(result.workerId))
+          const { workerId } = result
+          const claims = next === undefined ? 0 : ahead.ask(workerId, 1)
+          const call = recordTogether({ workerId, claims })
+          return claims === 0
+            ? call
+            : Effect.ensuring(
+                call,
+                Effect.sync(() => ahead.answered(workerId, claims))
+              )
         }),
-      releaseAhead: (workerId) => Effect.sync(() => ahead.delete(workerId)),
+      releaseAhead: (workerId) => Effect.sync(() => ahead.takeAll(workerId)),
       heartbeat: (leases) => Effect.succeed(new Map(leases.map((l) => [l.requestId, "held" as const]))),
       rescue: () => Effect.succeed([]),
       release: () => Effect.succeed("pending" as const),
