@@ -10,7 +10,7 @@
  *   node --cpu-prof --import tsx bench/runner-cpu.ts    the same, profiled
  */
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Layer, Option, Schema } from "effect"
+import { Effect, Layer, Option } from "effect"
 import type pg from "pg"
 import { engineModule } from "./support/stageline.js"
 import { noopPipeline } from "./support/systems.js"
@@ -27,7 +27,7 @@ const { PgPool } = await engineModule<typeof import("../src/db/Prepared.js")>("d
 const { Queue } = await engineModule<typeof import("../src/queue/Queue.js")>("queue/Queue")
 const ClaimedAhead = await engineModule<typeof import("../src/queue/ClaimedAhead.js")>("queue/ClaimedAhead")
 const { Recorder } = await engineModule<typeof import("../src/queue/Recorder.js")>("queue/Recorder")
-const { ClaimedRequest } = await engineModule<typeof import("../src/queue/Request.js")>("queue/Request")
+const { decodeClaimedRow } = await engineModule<typeof import("../src/queue/Request.js")>("queue/Request")
 const { runOnce } = await engineModule<typeof import("../src/pipeline/Runner.js")>("pipeline/Runner")
 const Tracing = await engineModule<typeof import("../src/tracing/Tracing.js")>("tracing/Tracing")
 const { Wakeups } = await engineModule<typeof import("../src/queue/Wakeups.js")>("queue/Wakeups")
@@ -48,9 +48,8 @@ const nextTurn = <A>(answer: () => A) =>
 
 let claimed = 0
 // Decoded from a plain row, as Queue decodes the rows its statements return.
-const decodeRequest = Schema.decodeUnknownSync(ClaimedRequest)
 const request = (workerId: string) =>
-  decodeRequest({
+  decodeClaimedRow({
     id: crypto.randomUUID(),
     created_at: new Date(),
     status: "processing",

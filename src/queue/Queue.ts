@@ -5,13 +5,13 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
-import { Context, Effect, FiberSet, Layer, Option, Runtime, Schema } from "effect"
+import { Context, Effect, FiberSet, Layer, Option, Runtime } from "effect"
 import * as Batcher from "../db/Batcher.js"
 import * as Prepared from "../db/Prepared.js"
 import * as Metrics from "../metrics/Metrics.js"
 import * as Tracing from "../tracing/Tracing.js"
 import * as ClaimedAhead from "./ClaimedAhead.js"
-import { ClaimedRequest } from "./Request.js"
+import { ClaimedRequest, decodeClaimedRow } from "./Request.js"
 
 export interface ResultRow {
   readonly requestId: string
@@ -142,8 +142,6 @@ export interface QueueService {
   readonly enqueue: (request: NewRequest) => Effect.Effect<string, SqlError.SqlError>
   readonly status: Effect.Effect<StatusCounts, SqlError.SqlError>
 }
-
-const decodeRequest = Schema.decodeUnknownSync(ClaimedRequest)
 
 /** A row record_attempts returns per attempt: the status it wrote, or null and whether a result was there. */
 interface RecordedRow {
@@ -375,7 +373,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
                 (rows) =>
                   new Map(
                     rows.map((row) => {
-                      const request = decodeRequest(row)
+                      const request = decodeClaimedRow(row)
                       return [request.claimed_by, request]
                     })
                   )
@@ -496,7 +494,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
             statementMs += (performance.now() - sent - statementMs) / 5
             for (const row of rows) {
               if (row.id === null) continue
-              const request = decodeRequest(row)
+              const request = decodeClaimedRow(row)
               ahead.add(request.claimed_by ?? "", { request, sentAt }, leaseMs * freshShare)
             }
             return (rows.find((row) => row.outcomes !== null)?.outcomes ?? []).map(outcomeOf)
