@@ -102,6 +102,8 @@ const queue = Layer.scoped(
       })
     const service: QueueService = {
       claim,
+      // `once`: a fiber never waits idle.
+      claimIdle: () => () => {},
       record: (result, _retry, next) =>
         Effect.suspend(() => {
           const { workerId } = result

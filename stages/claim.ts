@@ -1,7 +1,8 @@
 /**
  * claim: takes the next pending request for this worker, with a lease the worker keeps renewing while the
- * request runs (see src/queue/Lease.ts). Waits while the queue is empty, woken at once by
- * the insert trigger's NOTIFY and, failing that, by polling every `POLL_INTERVAL_MS`.
+ * request runs (see src/queue/Lease.ts). Waits while the queue is empty: the insert trigger's NOTIFY
+ * claims a request for it before it wakes (see waitForWork) and, failing that, it polls every
+ * `POLL_INTERVAL_MS`.
  *
  * A request the worker's last record claimed ahead for it is taken first, with no statement (see
  * Queue.claim); a worker that stops puts it back.
@@ -18,24 +19,48 @@ import type { ClaimedRequest } from "../src/queue/Request.js"
 import { type WakeupSource, Wakeups } from "../src/queue/Wakeups.js"
 import { Lifecycle, type LifecycleState, onDrain, WorkerStopping } from "../src/worker/Lifecycle.js"
 
+interface Idle {
+  readonly queue: QueueService
+  readonly wakeups: WakeupSource
+  readonly lifecycle: LifecycleState
+  readonly workerId: string
+  readonly leaseMs: number
+  readonly pollIntervalMs: number
+}
+
 /**
- * Until a wake-up (since `ticket`), the poll interval, or the shutdown, whichever comes first: callbacks
- * and a timer, where a race of three effects would fork three fibers for every wait.
+ * Until there is work (since `ticket`), the poll interval, or the shutdown, whichever comes first:
+ * callbacks and a timer, where a race of three effects would fork three fibers for every wait.
+ *
+ * A notification that a request is pending does not wake the fiber to claim: the request is claimed for
+ * it first, straight from the notification (Queue.claimIdle), and the fiber wakes to take it. When that
+ * claim got none (another worker was quicker), the fiber waits on. Any other wake-up, and a claim that
+ * failed, wake it to claim for itself.
  */
-const waitForWork = (wakeups: WakeupSource, ticket: number, lifecycle: LifecycleState, pollIntervalMs: number) =>
+const waitForWork = (idle: Idle, ticket: number) =>
   Effect.async<void>((resume) => {
     let done = false
-    const stops: Array<() => void> = []
+    let stopListening = () => {}
+    let stopClaiming = () => {}
+    const stops: Array<() => void> = [() => stopListening(), () => stopClaiming()]
     const wake = () => {
       if (done) return
       done = true
       for (const stop of stops) stop()
       resume(Effect.void)
     }
-    const timer = setTimeout(wake, pollIntervalMs)
+    const listen = (since: number) => {
+      stopListening = idle.wakeups.onWake(since, (woken) => {
+        if (!woken.byNotification) return wake()
+        stopClaiming = idle.queue.claimIdle(idle.workerId, idle.leaseMs, (outcome) =>
+          outcome === "none" ? listen(woken.ticket) : wake()
+        )
+      })
+    }
+    const timer = setTimeout(wake, idle.pollIntervalMs)
     stops.push(() => clearTimeout(timer))
-    stops.push(wakeups.onWake(ticket, wake))
-    stops.push(onDrain(lifecycle, wake))
+    listen(ticket)
+    stops.push(onDrain(idle.lifecycle, wake))
     // A wake-up that came before the listeners were all in place has already ended the wait.
     if (done) for (const stop of stops) stop()
     return Effect.sync(() => {
@@ -111,7 +136,7 @@ export default Stage.make({
         if (lifecycle.once) {
           return yield* new WorkerStopping({ reason: "queue-empty", message: "no pending requests left" })
         }
-        yield* waitForWork(wakeups, ticket, lifecycle, pollIntervalMs)
+        yield* waitForWork({ queue, wakeups, lifecycle, workerId, leaseMs, pollIntervalMs }, ticket)
       }
     })
 })

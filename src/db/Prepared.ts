@@ -7,7 +7,7 @@
  * Everything else goes through the SQL client as before.
  */
 import * as SqlError from "@effect/sql/SqlError"
-import { Context, Effect } from "effect"
+import { Context, Effect, Either } from "effect"
 import type pg from "pg"
 
 /** The pool behind the SQL client, for statements sent past it. */
@@ -36,6 +36,16 @@ export const prepare = <Row>(pool: pg.Pool, name: string, text: string): Prepare
 export const planned = <Row>(pool: pg.Pool, label: string, text: string): PreparedStatement<Row> =>
   send(pool, { text }, label)
 
+/**
+ * `text` prepared under `name` as `prepare` does, sent at once from the caller's stack and answered through
+ * `done`: for a caller that is a plain callback (a notification's) and would otherwise start a fiber only to
+ * send it. Returns how to stop waiting, which asks the server to cancel the statement.
+ */
+export const prepareCallback =
+  <Row>(pool: pg.Pool, name: string, text: string) =>
+  (values: ReadonlyArray<unknown>, done: (answer: Either.Either<ReadonlyArray<Row>, SqlError.SqlError>) => void) =>
+    query(pool, { name, text }, name, values, done)
+
 const send =
   <Row>(
     pool: pg.Pool,
@@ -44,37 +54,53 @@ const send =
   ): PreparedStatement<Row> =>
   (values) =>
     Effect.async<ReadonlyArray<Row>, SqlError.SqlError>((resume) => {
-      let client: pg.PoolClient | undefined
-      let settled = false
-      pool.connect((error, connected, release) => {
-        if (error || connected === undefined) {
-          if (!settled) {
-            settled = true
-            resume(Effect.fail(new SqlError.SqlError({ cause: error, message: "Failed to acquire connection" })))
-          }
-          return
-        }
-        if (settled) {
-          release()
-          return
-        }
-        client = connected
-        connected.query({ ...statement, values: values as Array<unknown> }, (error: Error | undefined, result) => {
-          client = undefined
-          // As pool.query does, a connection whose statement failed is not handed out again; nor one whose
-          // statement was cancelled, since the cancel may still be on its way and would hit the next one.
-          release(error ?? (settled ? new Error("the statement's caller was interrupted") : undefined))
-          if (settled) return
-          settled = true
-          if (error) {
-            resume(Effect.fail(new SqlError.SqlError({ cause: error, message: `Failed to execute ${label}` })))
-          } else resume(Effect.succeed(result.rows as ReadonlyArray<Row>))
-        })
-      })
-      return Effect.sync(() => {
-        settled = true
-        // The server's id for the connection, which pg keeps but does not declare.
-        const backend = (client as { processID?: number } | undefined)?.processID
-        if (backend !== undefined) pool.query("SELECT pg_cancel_backend($1)", [backend]).catch(() => {})
-      })
+      const stop = query<Row>(pool, statement, label, values, (answer) =>
+        resume(Either.isRight(answer) ? Effect.succeed(answer.right) : Effect.fail(answer.left))
+      )
+      return Effect.sync(stop)
     })
+
+/** Sends the statement and calls `done` with its answer, unless stopped first. */
+const query = <Row>(
+  pool: pg.Pool,
+  statement: { readonly name?: string; readonly text: string },
+  label: string,
+  values: ReadonlyArray<unknown>,
+  done: (answer: Either.Either<ReadonlyArray<Row>, SqlError.SqlError>) => void
+): (() => void) => {
+  let client: pg.PoolClient | undefined
+  let settled = false
+  pool.connect((error, connected, release) => {
+    if (error || connected === undefined) {
+      if (!settled) {
+        settled = true
+        done(Either.left(new SqlError.SqlError({ cause: error, message: "Failed to acquire connection" })))
+      }
+      return
+    }
+    if (settled) {
+      release()
+      return
+    }
+    client = connected
+    connected.query({ ...statement, values: values as Array<unknown> }, (error: Error | undefined, result) => {
+      client = undefined
+      // As pool.query does, a connection whose statement failed is not handed out again; nor one whose
+      // statement was cancelled, since the cancel may still be on its way and would hit the next one.
+      release(error ?? (settled ? new Error("the statement's caller was interrupted") : undefined))
+      if (settled) return
+      settled = true
+      done(
+        error
+          ? Either.left(new SqlError.SqlError({ cause: error, message: `Failed to execute ${label}` }))
+          : Either.right(result.rows as ReadonlyArray<Row>)
+      )
+    })
+  })
+  return () => {
+    settled = true
+    // The server's id for the connection, which pg keeps but does not declare.
+    const backend = (client as { processID?: number } | undefined)?.processID
+    if (backend !== undefined) pool.query("SELECT pg_cancel_backend($1)", [backend]).catch(() => {})
+  }
+}

@@ -5,7 +5,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
-import { Context, Effect, FiberSet, Layer, Option, Runtime } from "effect"
+import { Context, Effect, Either, FiberSet, Layer, Option, Runtime } from "effect"
 import * as Batcher from "../db/Batcher.js"
 import * as Prepared from "../db/Prepared.js"
 import * as Metrics from "../metrics/Metrics.js"
@@ -92,6 +92,9 @@ export interface Claim {
   readonly sentAt: number
 }
 
+/** What Queue.claimIdle found for a worker fiber: a request held for it, none, or a statement that failed. */
+export type IdleClaimOutcome = "claimed" | "none" | "failed"
+
 export interface QueueService {
   /**
    * Claims the next pending request for `workerId` with a lease of `leaseMs`, if there is one: the one its
@@ -99,6 +102,15 @@ export interface QueueService {
    * ahead for the worker is still on its way, the claim waits for it rather than claim on its own.
    */
   readonly claim: (workerId: string, leaseMs: number) => Effect.Effect<Option.Option<Claim>, SqlError.SqlError>
+  /**
+   * For an idle worker fiber woken by a notification: claims a request for `workerId` before the fiber
+   * wakes, held for its next `claim` as a record's claims ahead are, and tells `answer` whether one was
+   * claimed (`none`: the fiber may wait on), or whether the statement failed. Idle fibers woken on the
+   * same turn claim in one statement, sent from the notification's own callback: a fiber woken first to
+   * send it made the pickup of an idle worker 0.1 ms longer (see the README). Returns how to stop
+   * waiting for the answer; a request claimed meanwhile stays held, and is put back if not taken in time.
+   */
+  readonly claimIdle: (workerId: string, leaseMs: number, answer: (outcome: IdleClaimOutcome) => void) => () => void
   /**
    * Renews the leases of the requests given (and notes the stage each is in), all in one statement: what
    * each request's heartbeat found, by id.
@@ -147,6 +159,14 @@ export interface QueueService {
 interface RecordedRow {
   readonly status: string | null
   readonly existing: boolean
+}
+
+/** An idle worker fiber asking Queue.claimIdle for a request. */
+interface IdleCall {
+  readonly workerId: string
+  readonly leaseMs: number
+  waiting: boolean
+  readonly answered: (outcome: IdleClaimOutcome) => void
 }
 
 /** A row of recordAndClaimStatement: a request claimed (its columns null if none), one with the record's rows. */
@@ -542,6 +562,66 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       })
     }
 
+    // Idle fibers that ask on one turn (a notification calls each in turn) go out in one statement, sent
+    // once the turn's calls are in. A statement that fails is not reported here: each fiber is told, claims
+    // for itself, and reports its own claim's failure.
+    const claimNow = Prepared.prepareCallback<unknown>(pool, claimStatement.name, claimStatement.text)
+    let idle: Array<IdleCall> = []
+    const claimForIdle = () => {
+      const calls = idle.filter((call) => call.waiting)
+      idle = []
+      const byLease = new Map<number, Array<IdleCall>>()
+      for (const call of calls) {
+        // Something is held for it already, or on its way: it wakes to that.
+        if (ahead.ask(call.workerId, 1) === 0) {
+          call.answered("claimed")
+          continue
+        }
+        const group = byLease.get(call.leaseMs)
+        if (group === undefined) byLease.set(call.leaseMs, [call])
+        else group.push(call)
+      }
+      for (const [leaseMs, group] of byLease) {
+        const sentAt = Date.now()
+        claimNow([group.map((call) => call.workerId), leaseMs], (answer) => {
+          const claimed = new Set<string>()
+          let failed = Either.isLeft(answer)
+          if (Either.isRight(answer)) {
+            try {
+              for (const row of answer.right) {
+                const request = decodeClaimedRow(row)
+                const workerId = request.claimed_by ?? ""
+                ahead.add(workerId, { request, sentAt }, leaseMs * freshShare)
+                claimed.add(workerId)
+              }
+            } catch {
+              // A row that does not decode: the fibers claim for themselves, and fail as such a claim does.
+              failed = true
+            }
+          }
+          for (const call of group) ahead.answered(call.workerId, 1)
+          for (const call of group) call.answered(failed ? "failed" : claimed.has(call.workerId) ? "claimed" : "none")
+        })
+      }
+    }
+    const claimIdle: QueueService["claimIdle"] = (workerId, leaseMs, answer) => {
+      const call: IdleCall = {
+        workerId,
+        leaseMs,
+        waiting: true,
+        answered: (outcome) => {
+          if (!call.waiting) return
+          call.waiting = false
+          answer(outcome)
+        }
+      }
+      if (idle.length === 0) queueMicrotask(claimForIdle)
+      idle.push(call)
+      return () => {
+        call.waiting = false
+      }
+    }
+
     const handOut = (workerId: string, claim: Claim) => {
       handedAt.set(workerId, performance.now())
       return claim
@@ -589,7 +669,17 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       return { byStatus, oldestPendingSeconds: oldest[0]?.age ?? null }
     })
 
-    return { claim, heartbeat, rescue, release, record, releaseAhead, enqueue, status } satisfies QueueService
+    return {
+      claim,
+      claimIdle,
+      heartbeat,
+      rescue,
+      release,
+      record,
+      releaseAhead,
+      enqueue,
+      status
+    } satisfies QueueService
   })
 
   static readonly layer = Layer.scoped(Queue, Queue.make)

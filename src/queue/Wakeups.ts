@@ -29,6 +29,13 @@ const unwatchedCancelMs = 10 * 60_000
 /** At most this many of them are remembered; the oldest go first. */
 const unwatchedCancelLimit = 10_000
 
+/** Why a waiting fiber was woken, and the ticket to wait with if it waits on (see WakeupSource.onWake). */
+export interface Woken {
+  /** A notification that a request became pending (an insert, a release); otherwise the fiber was woken to look. */
+  readonly byNotification: boolean
+  readonly ticket: number
+}
+
 export interface WakeupSource {
   /**
    * Take this before looking for work, then await it if none was found: a notification that arrives in
@@ -37,11 +44,11 @@ export interface WakeupSource {
   readonly signal: Effect.Effect<Effect.Effect<void>>
   /**
    * The same as a callback, for a wait that needs no fiber of its own: take a ticket before looking for
-   * work; `onWake(ticket, f)` calls `f` at the next wake-up, or at once if one came since the ticket.
-   * Returns how to stop listening.
+   * work; `onWake(ticket, f)` calls `f` at the next wake-up, or at once if one came since the ticket (as
+   * woken to look, since which it was is not kept). Returns how to stop listening.
    */
   readonly ticket: Effect.Effect<number>
-  readonly onWake: (ticket: number, wake: () => void) => () => void
+  readonly onWake: (ticket: number, wake: (woken: Woken) => void) => () => void
   /** Wakes every waiting fiber (used on reconnect, and by tests). */
   readonly wakeAll: Effect.Effect<void>
   /**
@@ -56,7 +63,7 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
     const url = yield* DatabaseUrl
     const settings = yield* connectionConfig
     let generation = 0
-    let listeners = new Set<() => void>()
+    let listeners = new Set<(woken: Woken) => void>()
     const cancelWatchers = new Map<string, () => void>()
     /** Cancels heard with no watcher, by request, with when; in the order heard. */
     const unwatchedCancels = new Map<string, number>()
@@ -71,16 +78,17 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
         unwatchedCancels.delete(id)
       }
     }
-    const wake = () => {
+    const wake = (byNotification: boolean) => {
       generation++
-      const woken = listeners
+      const waiting = listeners
       listeners = new Set()
-      for (const listener of woken) listener()
+      const woken: Woken = { byNotification, ticket: generation }
+      for (const listener of waiting) listener(woken)
     }
 
-    const onWake = (ticket: number, listener: () => void): (() => void) => {
+    const onWake = (ticket: number, listener: (woken: Woken) => void): (() => void) => {
       if (ticket !== generation) {
-        listener()
+        listener({ byNotification: false, ticket: generation })
         return () => {}
       }
       const waiting = listeners
@@ -109,7 +117,7 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
       client.on("error", (error) => finish(error.message))
       client.on("end", () => finish("connection closed"))
       client.on("notification", (message) => {
-        if (message.channel === channel) wake()
+        if (message.channel === channel) wake(true)
         else if (message.channel === cancelChannel && message.payload) heardCancel(message.payload)
       })
       client
@@ -117,7 +125,7 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
         .then(() => client.query(`LISTEN ${channel}; LISTEN ${cancelChannel}`))
         // Catch up: anything inserted while no one listened is claimable now.
         .then(() => {
-          wake()
+          wake(false)
           probe = setInterval(() => {
             client.query("SELECT 1").catch((error: Error) => finish(`no answer from the server: ${error.message}`))
           }, probeEveryMs)
@@ -147,7 +155,7 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
       }),
       ticket: Effect.sync(() => generation),
       onWake,
-      wakeAll: Effect.sync(wake),
+      wakeAll: Effect.sync(() => wake(false)),
       watchCancel: (requestId, since, onCancel) => {
         const heardAt = unwatchedCancels.get(requestId)
         if (heardAt !== undefined) {

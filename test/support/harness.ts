@@ -109,10 +109,18 @@ const testWorkerConfig = (file: FileSettings, overrides: Partial<WorkerSettings>
 
 /** Loads the pipeline and runs the worker until the queue is empty. Needs SqlClient and DatabaseUrl. */
 export const runOnce = (pipelineFile: string, overrides: Partial<WorkerSettings> = {}) =>
+  runWorker(pipelineFile, overrides, { once: true })
+
+/** Loads the pipeline and runs the worker, `once` as `--once` says, else until interrupted (it drains then). */
+export const runWorker = (
+  pipelineFile: string,
+  overrides: Partial<WorkerSettings>,
+  options: { readonly once: boolean }
+) =>
   Effect.gen(function* () {
     const compiled = yield* load(pipelineFile).pipe(Effect.provide(RegistryLive))
     return yield* Worker.run(compiled).pipe(
-      Effect.provide(Worker.stageServices(compiled, { once: true })),
+      Effect.provide(Worker.stageServices(compiled, options)),
       Effect.provide(testWorkerConfig(compiled.settings, overrides))
     )
   }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, quiet)))
