@@ -116,6 +116,14 @@ const queue = Layer.scoped(
                 Effect.sync(() => ahead.answered(workerId, claims))
               )
         }),
+      recordThen: (result, _retry, next, done) => {
+        const { workerId } = result
+        const claims = next === undefined ? 0 : ahead.ask(workerId, 1)
+        recordTogether.send({ workerId, claims }, (exit) => {
+          if (claims > 0) ahead.answered(workerId, claims)
+          done(exit)
+        })
+      },
       releaseAhead: (workerId) => Effect.sync(() => ahead.takeAll(workerId)),
       heartbeat: (leases) => Effect.succeed(new Map(leases.map((l) => [l.requestId, "held" as const]))),
       rescue: () => Effect.succeed([]),

@@ -17,6 +17,15 @@ export interface BatcherOptions<I, O, E> {
   readonly maxBatch: number
 }
 
+/**
+ * A batcher's entry: a call whose caller waits for its answer; `send` queues the same call and hands its
+ * answer to a callback instead, for a caller with no fiber to wait in.
+ */
+export interface Batched<I, O, E> {
+  (item: I): Effect.Effect<O, E>
+  readonly send: (item: I, answer: (exit: Exit.Exit<O, E>) => void) => void
+}
+
 interface Call<I, O, E> {
   readonly item: I
   /** Resumes the caller, unless it stopped waiting. */
@@ -27,15 +36,13 @@ interface Call<I, O, E> {
  * Callers and the sender wake each other through plain callbacks: a Deferred for each call and each batch
  * cost more to make than the rest of the call did.
  */
-export const make = <I, O, E>(
-  options: BatcherOptions<I, O, E>
-): Effect.Effect<(item: I) => Effect.Effect<O, E>, never, Scope.Scope> =>
+export const make = <I, O, E>(options: BatcherOptions<I, O, E>): Effect.Effect<Batched<I, O, E>, never, Scope.Scope> =>
   Effect.gen(function* () {
     let queued: Array<Call<I, O, E>> = []
     /** Set while the sender waits for calls. */
     let wakeSender: (() => void) | null = null
 
-    const send = (batch: ReadonlyArray<Call<I, O, E>>) =>
+    const sendBatch = (batch: ReadonlyArray<Call<I, O, E>>) =>
       Effect.flatMap(Effect.exit(options.run(batch.map((call) => call.item))), (exit) =>
         Effect.sync(() => {
           const answers: Exit.Exit<ReadonlyArray<O>, E> = Exit.isSuccess(exit) && exit.value.length !== batch.length
@@ -65,7 +72,7 @@ export const make = <I, O, E>(
           const batch = queued.slice(0, options.maxBatch)
           queued = queued.slice(batch.length)
           // Taken from the queue, a batch is answered even if the layer is closing meanwhile.
-          yield* Effect.uninterruptible(send(batch))
+          yield* Effect.uninterruptible(sendBatch(batch))
         }
       }
     })
@@ -80,21 +87,22 @@ export const make = <I, O, E>(
       })
     )
 
-    return (item: I) =>
+    const send = (item: I, answer: (exit: Exit.Exit<O, E>) => void) => {
+      queued.push({ item, answer })
+      wakeSender?.()
+    }
+    const call = (item: I) =>
       Effect.async<O, E>((resume) => {
         let waiting = true
-        queued.push({
-          item,
-          answer: (exit) => {
-            if (!waiting) return
-            waiting = false
-            resume(exit)
-          }
+        send(item, (exit) => {
+          if (!waiting) return
+          waiting = false
+          resume(exit)
         })
-        wakeSender?.()
         // A caller that stops waiting leaves its call in its batch: what the statement does is not undone.
         return Effect.sync(() => {
           waiting = false
         })
       })
+    return Object.assign(call, { send })
   })

@@ -96,17 +96,16 @@ const bump = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, value: NoInfe
 const noLabels: ReadonlyArray<never> = []
 
 /** What a recorded attempt adds: its status, and the agent's cost and tokens when it reported them. */
-export const attemptRecorded = (result: ResultRow, final: boolean) =>
-  Effect.sync(() => {
-    bump(attemptsOf(result.status, final ? "false" : "true"), 1)
-    if (final) bump(requestsOf(result.status), 1)
-    if (result.costUsd !== null && Number.isFinite(result.costUsd)) bump(agentCost, result.costUsd)
-    const usage = (result.usage ?? {}) as Record<string, unknown>
-    for (const [kind, key] of tokenKinds) {
-      const n = usage[key]
-      if (typeof n === "number" && n > 0) bump(tokensOf(kind), n)
-    }
-  })
+export const countRecorded = (result: ResultRow, final: boolean) => {
+  bump(attemptsOf(result.status, final ? "false" : "true"), 1)
+  if (final) bump(requestsOf(result.status), 1)
+  if (result.costUsd !== null && Number.isFinite(result.costUsd)) bump(agentCost, result.costUsd)
+  const usage = (result.usage ?? {}) as Record<string, unknown>
+  for (const [kind, key] of tokenKinds) {
+    const n = usage[key]
+    if (typeof n === "number" && n > 0) bump(tokensOf(kind), n)
+  }
+}
 
 const stageDurationOf = memo((stage: string, outcome: string) =>
   Metric.fromMetricKey(MetricKey.tagged(MetricKey.tagged(stageDuration, "stage", stage), "outcome", outcome))

@@ -5,7 +5,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
-import { Context, Effect, Either, FiberSet, Layer, Option, Runtime } from "effect"
+import { Context, Effect, Either, Exit, FiberSet, Layer, Option, Runtime } from "effect"
 import * as Batcher from "../db/Batcher.js"
 import * as Prepared from "../db/Prepared.js"
 import * as Metrics from "../metrics/Metrics.js"
@@ -146,6 +146,17 @@ export interface QueueService {
     retry: RetryPolicy,
     next?: ClaimNext
   ) => Effect.Effect<RecordOutcome, SqlError.SqlError>
+  /**
+   * `record`, with its answer handed to `done` instead of to a fiber waiting for it: for a result written
+   * behind the run (Recorder.writeBehind), where a fiber kept only to wait for the statement cost more
+   * than the rest of the write. Not traced; a caller whose trace should show the write uses `record`.
+   */
+  readonly recordThen: (
+    result: ResultRow,
+    retry: RetryPolicy,
+    next: ClaimNext | undefined,
+    done: (exit: Exit.Exit<RecordOutcome, SqlError.SqlError>) => void
+  ) => void
   /**
    * Puts back the request claimed ahead for `workerId` (see `record`), if there is one, once any record
    * claiming ahead for it has its answer: the worker stops claiming.
@@ -524,33 +535,47 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
     })
 
     const groups = yield* Effect.all(Array.from({ length: recordGroupsFor(workers) }, () => recordInGroup))
-    const groupOf = new Map<string, (call: RecordCall) => Effect.Effect<RecordOutcome, SqlError.SqlError>>()
-    const recordTogether = (call: RecordCall) => {
-      let group = groupOf.get(call.result.workerId)
+    const groupOf = new Map<string, Batcher.Batched<RecordCall, RecordOutcome, SqlError.SqlError>>()
+    const groupFor = (workerId: string) => {
+      let group = groupOf.get(workerId)
       if (group === undefined) {
         group = groups[groupOf.size % groups.length]!
-        groupOf.set(call.result.workerId, group)
+        groupOf.set(workerId, group)
       }
-      return group(call)
+      return group
     }
+    // Counted once the statement has committed, so a failed one is not.
+    const counted = (result: ResultRow, outcome: RecordOutcome) => {
+      if (outcome === "recorded" || outcome === "retrying") Metrics.countRecorded(result, outcome === "recorded")
+    }
+    /** How many requests a record of `workerId` claims ahead: none without `next`. */
+    const claimsFor = (workerId: string, next: ClaimNext | undefined) =>
+      next === undefined
+        ? 0
+        : ahead.ask(workerId, depthAhead(performance.now() - (handedAt.get(workerId) ?? 0), statementMs))
 
     const recordNow = (call: RecordCall) =>
-      recordTogether(call).pipe(
-        // Counted once the statement has committed, so a failed one is not.
-        Effect.tap((outcome) =>
-          outcome === "recorded" || outcome === "retrying"
-            ? Metrics.attemptRecorded(call.result, outcome === "recorded")
-            : Effect.void
-        ),
+      groupFor(call.result.workerId)(call).pipe(
+        Effect.tap((outcome) => Effect.sync(() => counted(call.result, outcome))),
         Tracing.withSpan("Queue.record", noStackTrace)
       )
+
+    const recordThen: QueueService["recordThen"] = (result, retry, next, done) => {
+      const { workerId } = result
+      const claims = claimsFor(workerId, next)
+      groupFor(workerId).send({ result, retry, next, claims }, (exit) => {
+        // What the statement claimed is held in `ahead` by now: the batch's run put it there.
+        if (claims > 0) ahead.answered(workerId, claims)
+        if (Exit.isSuccess(exit)) counted(result, exit.value)
+        done(exit)
+      })
+    }
 
     const record: QueueService["record"] = (result, retry, next) => {
       if (next === undefined) return recordNow({ result, retry, next, claims: 0 })
       return Effect.suspend(() => {
         const { workerId } = result
-        const runMs = performance.now() - (handedAt.get(workerId) ?? 0)
-        const claims = ahead.ask(workerId, depthAhead(runMs, statementMs))
+        const claims = claimsFor(workerId, next)
         const recorded = recordNow({ result, retry, next, claims })
         // Answered once what the statement claimed is held in `ahead`: the batch's run put it there.
         return claims === 0
@@ -676,6 +701,7 @@ export class Queue extends Context.Tag("stageline/Queue")<Queue, QueueService>()
       rescue,
       release,
       record,
+      recordThen,
       releaseAhead,
       enqueue,
       status

@@ -20,12 +20,16 @@ import { TestDatabase } from "../support/TestDatabase.js"
 
 const noRetry = { retryable: false, maxAttempts: 1, backoffMs: 0 }
 
-/** The worker's queue, leases and recorder, as Worker.stageServices builds them, with a lease of `leaseMs`. */
+/**
+ * The worker's queue, leases and recorder, as Worker.stageServices builds them, with a lease of `leaseMs`;
+ * and tracing off, as a worker has it with no trace exporter (a traced write goes through a fiber).
+ */
 const services = (leaseMs: number) =>
   Recorder.layer.pipe(
     Layer.provideMerge(Leases.layer),
     Layer.provideMerge(Layer.merge(Queue.layer, Wakeups.layer)),
-    Layer.provide(WorkerConfig.layer({ leaseMs }))
+    Layer.provide(WorkerConfig.layer({ leaseMs })),
+    Layer.merge(Layer.setTracerEnabled(false))
   )
 
 /** An operator's transaction holding `orchestration_results` so that no insert lands, until `unlock`. */
@@ -138,6 +142,36 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "60 seconds" })("writi
         { status: "completed", leased: false, results: 1 },
         { status: "completed", leased: false, results: 1 }
       ])
+    }).pipe(Effect.scoped)
+  )
+
+  it.effect("a write whose first try fails is tried again, its request held, and the close waits for it", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`TRUNCATE orchestration_events, orchestration_results, orchestration_requests CASCADE`
+      yield* sql`INSERT INTO orchestration_requests (prompt) VALUES ('a')`
+      const lock = yield* lockResults
+      const worker = yield* Effect.fork(runEndingWithRecord("w/1", 60_000).pipe(Effect.provide(services(60_000))))
+      // The record's first try waits on the lock; its connection is ended under it, so the try fails.
+      let ended = false
+      for (let i = 0; i < 200 && !ended; i++) {
+        const [row] = yield* sql<{ ended: boolean }>`SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+          WHERE query LIKE '%record_attempts%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`
+        ended = row?.ended === true
+        if (!ended) yield* Effect.sleep(25)
+      }
+      expect(ended).toBe(true)
+      // Tried again after 200 ms, and waiting on the lock again; meanwhile the request is still held.
+      yield* Effect.sleep(500)
+      expect(worker.unsafePoll()).toBeNull()
+      const [held] = yield* sql<{
+        status: string
+        claimed_by: string
+      }>`SELECT status, claimed_by FROM orchestration_requests`
+      expect(held).toEqual({ status: "processing", claimed_by: "w/1" })
+      yield* lock.unlock
+      const id = yield* Fiber.join(worker)
+      expect(yield* rowsOf([id])).toEqual([{ status: "completed", leased: false, results: 1 }])
     }).pipe(Effect.scoped)
   )
 })
