@@ -62,7 +62,7 @@ layer(TestDatabase, { excludeTestServices: true, timeout: "120 seconds" })("trac
       )
       const exporter = new InMemorySpanExporter()
       // Read before the SDK shuts down: shutting down empties the in-memory exporter.
-      const nodes = yield* runOnce(writePipeline().file).pipe(
+      const nodes = yield* runOnce(writePipeline().file, {}, { traced: true }).pipe(
         Effect.map(() => exporter.getFinishedSpans().map(fromSdk)),
         Effect.provide(Tracing.layerWith(new SimpleSpanProcessor(exporter)))
       )

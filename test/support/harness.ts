@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Effect, identity, Layer, Logger, LogLevel } from "effect"
 import { RegistryLive } from "../../src/cli/Cli.js"
 import { type FileSettings, resolve, WorkerConfig, type WorkerSettings } from "../../src/config/WorkerConfig.js"
 import { load } from "../../src/pipeline/Compiler.js"
@@ -107,23 +107,32 @@ const testWorkerConfig = (file: FileSettings, overrides: Partial<WorkerSettings>
     }))
   )
 
-/** Loads the pipeline and runs the worker until the queue is empty. Needs SqlClient and DatabaseUrl. */
-export const runOnce = (pipelineFile: string, overrides: Partial<WorkerSettings> = {}) =>
-  runWorker(pipelineFile, overrides, { once: true })
+/**
+ * Loads the pipeline and runs the worker until the queue is empty. Needs SqlClient and DatabaseUrl.
+ * Tracing is off, as in a worker with no trace exporter, unless `traced` (a test that provides a tracer).
+ */
+export const runOnce = (
+  pipelineFile: string,
+  overrides: Partial<WorkerSettings> = {},
+  options: { readonly traced?: boolean } = {}
+) => runWorker(pipelineFile, overrides, { once: true, ...options })
 
 /** Loads the pipeline and runs the worker, `once` as `--once` says, else until interrupted (it drains then). */
 export const runWorker = (
   pipelineFile: string,
   overrides: Partial<WorkerSettings>,
-  options: { readonly once: boolean }
+  options: { readonly once: boolean; readonly traced?: boolean }
 ) =>
   Effect.gen(function* () {
     const compiled = yield* load(pipelineFile).pipe(Effect.provide(RegistryLive))
     return yield* Worker.run(compiled).pipe(
-      Effect.provide(Worker.stageServices(compiled, options)),
+      Effect.provide(Worker.stageServices(compiled, { once: options.once })),
       Effect.provide(testWorkerConfig(compiled.settings, overrides))
     )
-  }).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, quiet)))
+  }).pipe(
+    options.traced ? identity : Effect.withTracerEnabled(false),
+    Effect.provide(Layer.mergeAll(NodeContext.layer, quiet))
+  )
 
 /** Tests log errors only, unless TEST_LOG_LEVEL=debug|info asks for more. */
 const quiet = Logger.minimumLogLevel(
