@@ -136,7 +136,6 @@ const queue = Layer.scoped(
 )
 
 const wakeups: WakeupSource = {
-  signal: Effect.succeed(Effect.never),
   ticket: Effect.succeed(0),
   onWake: () => () => {},
   wakeAll: Effect.void,

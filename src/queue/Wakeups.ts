@@ -38,14 +38,9 @@ export interface Woken {
 
 export interface WakeupSource {
   /**
-   * Take this before looking for work, then await it if none was found: a notification that arrives in
-   * between is not lost, because it completes the very signal taken.
-   */
-  readonly signal: Effect.Effect<Effect.Effect<void>>
-  /**
-   * The same as a callback, for a wait that needs no fiber of its own: take a ticket before looking for
-   * work; `onWake(ticket, f)` calls `f` at the next wake-up, or at once if one came since the ticket (as
-   * woken to look, since which it was is not kept). Returns how to stop listening.
+   * Take a ticket before looking for work, and wait with it if none was found: `onWake(ticket, f)` calls
+   * `f` at the next wake-up, or at once if one came since the ticket (as woken to look, since which it was
+   * is not kept), so a notification that arrives in between is not lost. Returns how to stop listening.
    */
   readonly ticket: Effect.Effect<number>
   readonly onWake: (ticket: number, wake: (woken: Woken) => void) => () => void
@@ -149,10 +144,6 @@ export class Wakeups extends Context.Tag("stageline/Wakeups")<Wakeups, WakeupSou
     yield* Effect.forkScoped(listenForever)
 
     return {
-      signal: Effect.sync(() => {
-        const ticket = generation
-        return Effect.async<void>((resume) => Effect.sync(onWake(ticket, () => resume(Effect.void))))
-      }),
       ticket: Effect.sync(() => generation),
       onWake,
       wakeAll: Effect.sync(() => wake(false)),
