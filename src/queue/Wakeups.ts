@@ -1,6 +1,8 @@
 /**
- * Instant pickup: one LISTEN connection per process wakes every idle worker fiber when the insert trigger
- * (or `release_stale_requests`) notifies `stageline_requests`. Polling stays as the fallback.
+ * Instant pickup: one LISTEN connection per process tells every idle worker fiber's listener when the
+ * insert trigger (or `release_stale_requests`) notifies `stageline_requests`; the claim stage's listener
+ * claims for its fiber from that call and wakes it only with a request (see stages/claim.ts). Polling
+ * stays as the fallback.
  *
  * The connection is its own `pg.Client`, not the pool's: `PgClient.listen` swallows connection errors, so
  * a dropped listener would go silent. Here a lost connection is reopened with backoff, and every fiber is
