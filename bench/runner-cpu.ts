@@ -8,9 +8,11 @@
  *   npm run bench:runner                      20,000 requests at concurrency 16
  *   RUNNER_N=50000 RUNNER_C=64 npm run bench:runner
  *   node --cpu-prof --import tsx bench/runner-cpu.ts    the same, profiled
+ *   RUNNER_COUNT_OPS=1 npm run bench:runner   also counts the Effect operations a request takes, by kind
+ *                                             (the count slows the run: its timings are not the runner's)
  */
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer, Option, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
 import type pg from "pg"
 import { engineModule } from "./support/stageline.js"
 import { noopPipeline } from "./support/systems.js"
@@ -186,9 +188,42 @@ const main = Effect.gen(function* () {
   )
 })
 
+/**
+ * Counts every operation the run loop evaluates, by its opcode, through a supervisor's `onEffect`, which
+ * the runtime calls for each operation once op supervision is on.
+ */
+class OperationCounter extends Supervisor.AbstractSupervisor<void> {
+  readonly value = Effect.void
+  readonly byKind = new Map<string, number>()
+  total = 0
+  override onEffect(_fiber: unknown, effect: Effect.Effect<unknown, unknown, unknown>) {
+    this.total++
+    const kind = String((effect as { readonly _op?: unknown })._op)
+    this.byKind.set(kind, (this.byKind.get(kind) ?? 0) + 1)
+  }
+}
+
+const counted = (effect: Effect.Effect<void>) => {
+  if (process.env.RUNNER_COUNT_OPS !== "1") return effect
+  const counter = new OperationCounter()
+  return effect.pipe(
+    Effect.supervised(counter),
+    Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision)),
+    Effect.tap(() =>
+      Effect.sync(() => {
+        const per = (count: number) => (count / n).toFixed(1)
+        console.log(`${per(counter.total)} Effect operations a request, by kind:`)
+        for (const [kind, count] of [...counter.byKind].sort((a, b) => b[1] - a[1])) {
+          console.log(`  ${kind.padEnd(22)} ${per(count)}`)
+        }
+      })
+    )
+  )
+}
+
 // A stage may ask for the SQL client, the agent's settings and the pipeline's location; the noop pipeline's
 // stages use none of them, so they are not provided, and the type is told so.
-const needsNoMore = main as Effect.Effect<void, unknown>
+const needsNoMore = counted(main as Effect.Effect<void>) as Effect.Effect<void, unknown>
 
 await Effect.runPromise(
   needsNoMore.pipe(
